@@ -1,0 +1,325 @@
+"""Logged bandit feedback, candidate policies and reward predictions as validated NumPy arrays.
+
+`load_logs` reads only the needed columns, validates them (all problems at once) and encodes the
+keys once: decisions and actions become dense integer codes, so that joining a long-format policy
+to the logs is a few vectorised array operations (no Python loop over rows, no pandas merge).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import validation as v
+from .errors import InputError, Problem
+from .loading import column_names, open_dataset, read_table
+from .rewards import RewardSpec
+from .schema import COMPACT_PI_PREFIX, COMPACT_QPI_PREFIX, LogSchema, PolicySchema, QHatSchema
+
+
+@dataclass
+class LoggedData:
+    """Validated logs. Row i is one (decision, position) sample."""
+
+    source: str
+    action: np.ndarray                 # original action values
+    action_code: np.ndarray            # int64 code into `actions`
+    actions: np.ndarray                # distinct actions; actions[code] is the value
+    propensity: np.ndarray             # float64 in (0, 1]
+    outcomes: dict[str, np.ndarray]    # reward columns as float64
+    decision_code: np.ndarray | None = None   # int64 code of the decision id (None without decision_id)
+    decision_ids: np.ndarray | None = None    # decision_ids[code] is the original id
+    position: np.ndarray | None = None        # int64, None when the logs have no position column
+    timestamp: np.ndarray | None = None       # datetime64[us] (UTC) or None
+    context: pd.DataFrame = field(default_factory=pd.DataFrame)   # reward-model / causal features
+    extra: dict[str, np.ndarray] = field(default_factory=dict)    # compact-form pi_/qpi_/q_hat, category columns
+    propensity_source: str = "logged"
+
+    @property
+    def n(self) -> int:
+        return len(self.propensity)
+
+    @property
+    def n_positions(self) -> int:
+        return 1 if self.position is None else int(self.position.max()) + 1
+
+    def reward(self, spec: RewardSpec) -> np.ndarray:
+        return spec.combine(self.outcomes)
+
+    def row_key(self) -> np.ndarray:
+        """Dense int64 key of (decision, position), unique per row."""
+        pos = 0 if self.position is None else self.position
+        return self.decision_code * self.n_positions + pos
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int64), np.asarray(uniques)
+
+
+def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Codes of `values` in the sorted `uniques` (-1 when absent), vectorised."""
+    if uniques.size == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    try:
+        idx = np.searchsorted(uniques, values)
+    except TypeError:  # mixed types (int logs, string policy): nothing matches
+        return np.full(len(values), -1, dtype=np.int64)
+    idx = np.minimum(idx, uniques.size - 1)
+    found = uniques[idx] == values
+    return np.where(found, idx, -1).astype(np.int64)
+
+
+def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_boolean(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(np.float64)
+    if pa.types.is_large_string(column.type):
+        column = column.cast(pa.string())
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _float(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(_to_numpy(column), dtype=np.float64)
+
+
+def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSchema = LogSchema(),
+              need_decision_id: bool = False, need_propensity: bool = True, need_context: bool = False,
+              context: Sequence[str] | None = None, extra: Sequence[str] = (),
+              optional_extra: Sequence[str] = ()) -> LoggedData:
+    """Read and validate the logs, reading only the columns the caller needs.
+
+    `context` overrides the schema's context patterns with explicit column names.
+    Raises `InputError` listing every problem found.
+    """
+    source = str(path)
+    dataset = open_dataset(path)
+    available = column_names(dataset)
+    outcome_cols = list(dict.fromkeys(c for spec in rewards for c in spec.columns))
+    ctx_cols = list(context) if context is not None else \
+        (schema.context_columns(available, exclude=tuple(outcome_cols) + tuple(extra)) if need_context else [])
+    required = [schema.action, *outcome_cols, *extra, *ctx_cols]
+    if need_propensity:
+        required.append(schema.propensity)
+    if need_decision_id:
+        required.append(schema.decision_id)
+    optional = [schema.position, schema.timestamp, schema.decision_id, *optional_extra]
+    if not need_propensity:
+        optional.append(schema.propensity)
+    table = read_table(source, list(dict.fromkeys(required)), optional=optional, dataset=dataset)
+
+    problems = v.check_not_empty(table, source)
+    if problems:
+        raise InputError(problems)
+    problems += v.check_key(table, source, schema.action, "action")
+    has_decision = schema.decision_id in table.column_names
+    if has_decision:
+        problems += v.check_key(table, source, schema.decision_id, "decision id")
+    for col in outcome_cols:
+        problems += v.check_numeric(table, source, col, "reward")
+    if schema.propensity in table.column_names:
+        problems += v.check_numeric(table, source, schema.propensity, "propensity")
+    for col in extra:
+        problems += v.check_numeric(table, source, col, "value")
+    if schema.position in table.column_names:
+        pos_problems = v.check_numeric(table, source, schema.position, "position")
+        if not pos_problems and not pa.types.is_integer(table.column(schema.position).type):
+            pos_problems = [Problem(source, f"has type {table.column(schema.position).type}; position must be an integer",
+                                    column=schema.position, fix="cast position to int64")]
+        problems += pos_problems
+    if schema.timestamp in table.column_names and not pa.types.is_timestamp(table.column(schema.timestamp).type):
+        problems.append(Problem(source, f"has type {table.column(schema.timestamp).type}; timestamp must be a Parquet timestamp",
+                                column=schema.timestamp, fix="write timestamps as timestamp[us, tz=UTC]"))
+    for col in ctx_cols:
+        type_ = table.column(col).type
+        if not (v._is_numeric(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_)
+                or pa.types.is_dictionary(type_)):
+            problems.append(Problem(source, f"has type {type_}; context must be numeric, bool or categorical",
+                                    column=col, fix="encode it as a number or a string category"))
+    if problems:
+        raise InputError(problems)
+
+    propensity = None
+    if schema.propensity in table.column_names:
+        propensity = _float(table.column(schema.propensity))
+        problems += v.check_probability(propensity, source, schema.propensity, zero_allowed=False)
+    position = None
+    if schema.position in table.column_names:
+        position = np.asarray(_to_numpy(table.column(schema.position)), dtype=np.int64)
+        n_neg = int(np.count_nonzero(position < 0))
+        if n_neg:
+            problems.append(Problem(source, "have a negative position", column=schema.position, rows=n_neg,
+                                    fix="number feed slots from 0"))
+    decision_code = decision_ids = None
+    if has_decision:
+        decision_code, decision_ids = _codes(_to_numpy(table.column(schema.decision_id)))
+        if not problems:
+            n_pos = 1 if position is None else int(position.max()) + 1
+            key = decision_code * n_pos + (0 if position is None else position)
+            what = "decision id and position" if position is not None else "decision id"
+            problems += v.check_unique_rows(key, source, schema.decision_id, what)
+    if problems:
+        raise InputError(problems)
+
+    action = _to_numpy(table.column(schema.action))
+    action_code, actions = _codes(action)
+    timestamp = None
+    if schema.timestamp in table.column_names:
+        ts = table.column(schema.timestamp)
+        timestamp = ts.cast(pa.timestamp("us", tz=ts.type.tz)).to_numpy(zero_copy_only=False)
+    ctx = table.select(ctx_cols).to_pandas() if ctx_cols else pd.DataFrame(index=range(table.num_rows))
+    extras = {c: _float(table.column(c)) for c in [*extra, *optional_extra] if c in table.column_names}
+    return LoggedData(
+        source=source, action=action, action_code=action_code, actions=actions,
+        propensity=propensity if propensity is not None else np.full(table.num_rows, np.nan),
+        outcomes={c: _float(table.column(c)) for c in outcome_cols},
+        decision_code=decision_code, decision_ids=decision_ids, position=position, timestamp=timestamp,
+        context=ctx, extra=extras,
+        propensity_source="logged" if propensity is not None else "missing")
+
+
+@dataclass
+class PolicyTable:
+    """A candidate policy joined to the logs.
+
+    `row[j]` is the log row that policy row j belongs to, `action_code[j]` its action, `prob[j]` its
+    probability; `pi_logged[i]` is the candidate's probability of the action logged at row i.
+    """
+
+    name: str
+    source: str
+    row: np.ndarray
+    action_code: np.ndarray
+    prob: np.ndarray
+    pi_logged: np.ndarray
+    compact: bool = False
+
+    def expected(self, values: np.ndarray, n: int) -> np.ndarray:
+        """sum over the policy's actions of prob * values, per log row (values aligned with policy rows)."""
+        return np.bincount(self.row, weights=self.prob * values, minlength=n)
+
+
+def _map_rows(logs: LoggedData, decision_values: np.ndarray, position: np.ndarray | None) -> np.ndarray:
+    """Log row of each (decision, position) of another table; -1 where the logs have none."""
+    dec = _lookup(logs.decision_ids, decision_values)
+    n_pos = logs.n_positions
+    pos = np.zeros(len(dec), dtype=np.int64) if position is None else position
+    ok = (dec >= 0) & (pos >= 0) & (pos < n_pos)
+    key = np.where(ok, dec * n_pos + pos, -1)
+    row_of_key = np.full(len(logs.decision_ids) * n_pos, -1, dtype=np.int64)
+    row_of_key[logs.row_key()] = np.arange(logs.n, dtype=np.int64)
+    return np.where(ok, row_of_key[np.maximum(key, 0)], -1)
+
+
+def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_col: str, action_col: str,
+                 position_col: str, *, zero_allowed: bool, probability: bool):
+    """Read a long-format table keyed by (decision, position, action) and map it onto the logs."""
+    source = str(path)
+    if logs.decision_ids is None:
+        raise InputError(Problem(logs.source, "is missing", column=decision_col,
+                                 fix="policies and predictions are joined to the logs by decision_id; add it to the logs"))
+    dataset = open_dataset(path)
+    table = read_table(source, [decision_col, action_col, value_col], optional=[position_col], dataset=dataset)
+    problems = v.check_not_empty(table, source)
+    if problems:
+        raise InputError(problems)
+    problems += v.check_key(table, source, decision_col, "decision id")
+    problems += v.check_key(table, source, action_col, "action")
+    problems += v.check_numeric(table, source, value_col, "probability" if probability else "prediction")
+    has_pos = position_col in table.column_names
+    if logs.n_positions > 1 and not has_pos:
+        problems.append(Problem(source, f"is missing while the logs have {logs.n_positions} positions",
+                                column=position_col, fix="give the candidate's probabilities per (decision, position)"))
+    if problems:
+        raise InputError(problems)
+    values = _float(table.column(value_col))
+    if probability:
+        problems += v.check_probability(values, source, value_col, zero_allowed=zero_allowed)
+    position = np.asarray(_to_numpy(table.column(position_col)), dtype=np.int64) if has_pos else None
+    decisions = _to_numpy(table.column(decision_col))
+    row = _map_rows(logs, decisions, position)
+    action_values = _to_numpy(table.column(action_col))
+    action_code = _lookup(logs.actions, action_values)
+    problems += v.check_unknown(action_code < 0, action_values, source, action_col, "actions",
+                                fix="every action must occur in the logs: offline evaluation knows nothing of "
+                                    "streams the logging policy never showed; drop them and renormalise")
+    if problems:
+        raise InputError(problems)
+    keep = row >= 0  # rows of decisions outside the logs (e.g. another day) play no part
+    return row[keep], action_code[keep], values[keep]
+
+
+def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySchema = PolicySchema()) -> PolicyTable:
+    """Read a long-format policy, validate it against the logs (coverage, sum to one, known actions)."""
+    row, action_code, prob = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
+                                          schema.position, zero_allowed=True, probability=True)
+    sums = np.bincount(row, weights=prob, minlength=logs.n)
+    covered = np.bincount(row, minlength=logs.n) > 0
+    problems = v.check_sum_to_one(sums, covered, str(path), schema.prob)
+    if problems:
+        raise InputError(problems)
+    match = action_code == logs.action_code[row]
+    pi_logged = np.bincount(row[match], weights=prob[match], minlength=logs.n)
+    return PolicyTable(name=name, source=str(path), row=row, action_code=action_code, prob=prob, pi_logged=pi_logged)
+
+
+def compact_policy(logs: LoggedData, name: str) -> PolicyTable:
+    """The compact form: column pi_<NAME> of the logs is the candidate's probability of the logged action."""
+    column = COMPACT_PI_PREFIX + name
+    if column not in logs.extra:
+        raise InputError(Problem(logs.source, f"has no column {column} for the compact policy '{name}'",
+                                 column=column, fix=f"add {column}, or give the policy as {name}=PATH"))
+    pi = logs.extra[column]
+    problems = v.check_probability(pi, logs.source, column, zero_allowed=True)
+    if problems:
+        raise InputError(problems)
+    empty = np.zeros(0, dtype=np.int64)
+    return PolicyTable(name=name, source=f"{logs.source}#{column}", row=empty, action_code=empty,
+                       prob=np.zeros(0), pi_logged=pi, compact=True)
+
+
+def logging_policy(logs: LoggedData) -> PolicyTable:
+    """The built-in `logging` policy: it took the logged action, so its weight is 1 on every row."""
+    rows = np.arange(logs.n, dtype=np.int64)
+    return PolicyTable(name="logging", source="(logged actions)", row=rows, action_code=logs.action_code,
+                       prob=np.ones(logs.n), pi_logged=logs.propensity.copy())
+
+
+@dataclass
+class RewardPredictions:
+    """User-supplied q-hat: q_logged[i] for the logged action, and a lookup for any (row, action)."""
+
+    source: str
+    keys: np.ndarray    # sorted int64 key row * n_actions + action_code
+    values: np.ndarray
+    n_actions: int
+
+    def lookup(self, row: np.ndarray, action_code: np.ndarray, what: str) -> np.ndarray:
+        key = row * self.n_actions + action_code
+        idx = np.minimum(np.searchsorted(self.keys, key), max(self.keys.size - 1, 0))
+        found = self.keys[idx] == key if self.keys.size else np.zeros(len(key), bool)
+        missing = int(np.count_nonzero(~found))
+        if missing:
+            raise InputError(Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
+                                     column="q_hat", rows=missing,
+                                     fix="predict q_hat for every action an evaluated policy gives positive probability, and the logged action"))
+        return self.values[idx]
+
+
+def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
+               schema: QHatSchema = QHatSchema()) -> RewardPredictions:
+    row, action_code, values = _keyed_table(path, logs, column, schema.decision_id, schema.action,
+                                            schema.position, zero_allowed=True, probability=False)
+    n_actions = len(logs.actions)
+    key = row * n_actions + action_code
+    order = np.argsort(key, kind="stable")
+    return RewardPredictions(source=str(path), keys=key[order], values=values[order], n_actions=n_actions)
+
+
+def compact_columns(names: Sequence[str]) -> list[str]:
+    return [p + n for n in names for p in (COMPACT_PI_PREFIX, COMPACT_QPI_PREFIX)]

@@ -1,0 +1,83 @@
+"""Output helpers shared by every layer: atomic writes, deterministic JSON, input fingerprints."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, Problem
+
+
+def _check_not_input(path: Path, protected: frozenset[Path]) -> None:
+    if path.resolve() in protected:
+        raise InputError(Problem(str(path), "is one of the inputs; livegate never overwrites an input",
+                                 fix="choose another output path"))
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str,
+                 protected: frozenset[Path] = frozenset()) -> Path:
+    """Write to a temporary file in the target directory, then rename: readers never see half a file."""
+    path = Path(path)
+    _check_not_input(path, protected)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        # JSON has no NaN/inf: null says "not defined" honestly.
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    return value
+
+
+def dumps_json(document: Any) -> str:
+    """Deterministic JSON: sorted keys, fixed float repr, no NaN. Same inputs give the same bytes."""
+    return json.dumps(_jsonable(document), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, document: Any, protected: frozenset[Path] = frozenset()) -> Path:
+    return write_atomic(path, dumps_json(document), protected)
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,122 @@
+"""The one place that checks input against the data contract (DESIGN.md section 5).
+
+Each check returns a list of `Problem`s instead of raising on the first one, so a user sees every
+problem of a file at once. Loaders call these and raise one `InputError` holding them all.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import Problem
+from .schema import SUM_TO_ONE_TOL
+
+
+def _is_numeric(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_) \
+        or pa.types.is_decimal(type_)
+
+
+def _is_key_type(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_) \
+        or (pa.types.is_dictionary(type_) and pa.types.is_string(type_.value_type))
+
+
+def check_not_empty(table: pa.Table, source: str) -> list[Problem]:
+    if table.num_rows == 0:
+        return [Problem(source, "has no rows", fix="check the export; an empty table cannot be evaluated")]
+    return []
+
+
+def check_key(table: pa.Table, source: str, column: str, what: str) -> list[Problem]:
+    """An identifier column (decision id, action): integer or string, no nulls."""
+    col = table.column(column)
+    if not _is_key_type(col.type):
+        return [Problem(source, f"has type {col.type}; {what} must be an integer or a string", column=column,
+                        fix=f"cast {column} to int64 or string")]
+    if col.null_count:
+        return [Problem(source, f"have no {what} (null)", column=column, rows=col.null_count,
+                        fix=f"drop those rows or fill {column}")]
+    return []
+
+
+def check_numeric(table: pa.Table, source: str, column: str, what: str, *, allow_null: bool = False) -> list[Problem]:
+    col = table.column(column)
+    if not _is_numeric(col.type):
+        return [Problem(source, f"has type {col.type}; {what} must be numeric", column=column,
+                        fix=f"cast {column} to float64")]
+    if pa.types.is_boolean(col.type) or pa.types.is_decimal(col.type):
+        col = col.cast(pa.float64())
+    problems = []
+    if col.null_count and not allow_null:
+        problems.append(Problem(source, f"have no {what} (null)", column=column, rows=col.null_count,
+                                fix=f"drop those rows or fill {column}"))
+    if pa.types.is_floating(col.type):
+        n_nan = pc.sum(pc.is_nan(col)).as_py() or 0
+        if n_nan:
+            problems.append(Problem(source, f"have {what} NaN", column=column, rows=n_nan,
+                                    fix=f"drop those rows or fill {column}"))
+        n_inf = pc.sum(pc.is_inf(col)).as_py() or 0
+        if n_inf:
+            problems.append(Problem(source, f"have infinite {what}", column=column, rows=n_inf,
+                                    fix=f"drop those rows or fix {column}"))
+    return problems
+
+
+def check_probability(values: np.ndarray, source: str, column: str, *, zero_allowed: bool) -> list[Problem]:
+    """Probabilities in (0, 1] (propensities) or [0, 1] (policy probabilities). NaN checked separately."""
+    finite = np.isfinite(values)
+    low = (values < 0) if zero_allowed else (values <= 0)
+    n_low = int(np.count_nonzero(low & finite))
+    n_high = int(np.count_nonzero((values > 1) & finite))
+    problems = []
+    bound = "[0, 1]" if zero_allowed else "(0, 1]"
+    if n_low:
+        problems.append(Problem(source, f"are {'negative' if zero_allowed else 'zero or negative'}; "
+                                f"probabilities must lie in {bound}", column=column, rows=n_low,
+                                fix="a logged action always had positive probability: check how propensities were recorded"
+                                if not zero_allowed else "fix the policy's probabilities"))
+    if n_high:
+        problems.append(Problem(source, f"are above 1; probabilities must lie in {bound}", column=column,
+                                rows=n_high, fix="check that the column holds probabilities, not scores or weights"))
+    return problems
+
+
+def check_unique_rows(keys: np.ndarray, source: str, column: str, what: str) -> list[Problem]:
+    """`keys` are integer codes of the row identity; report how many rows repeat one."""
+    if keys.size == 0:
+        return []
+    counts = np.bincount(keys)
+    n_dup = int(counts[counts > 1].sum())
+    if n_dup:
+        return [Problem(source, f"share a {what} with another row", column=column, rows=n_dup,
+                        fix=f"each {what} must appear once: deduplicate the export")]
+    return []
+
+
+def check_sum_to_one(sums: np.ndarray, covered: np.ndarray, source: str, column: str) -> list[Problem]:
+    """`sums[i]` is a policy's total probability at decision (and position) i of the logs."""
+    problems = []
+    n_uncovered = int(np.count_nonzero(~covered))
+    if n_uncovered:
+        problems.append(Problem(source, "of the logs have no row in this policy", column="decision_id",
+                                rows=n_uncovered,
+                                fix="list the candidate's probabilities for every logged decision (unlisted actions mean probability 0)"))
+    bad = covered & (np.abs(sums - 1.0) > SUM_TO_ONE_TOL)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        worst = float(sums[bad][np.argmax(np.abs(sums[bad] - 1.0))])
+        problems.append(Problem(source, f"have probabilities that do not sum to 1 (e.g. {worst:.6g}); "
+                                f"tolerance {SUM_TO_ONE_TOL:g}", column=column, rows=n_bad,
+                                fix="normalise the probabilities per decision (and position)"))
+    return problems
+
+
+def check_unknown(mask_unknown: np.ndarray, examples: np.ndarray, source: str, column: str, what: str,
+                  fix: str) -> list[Problem]:
+    n = int(np.count_nonzero(mask_unknown))
+    if not n:
+        return []
+    shown = ", ".join(map(str, list(dict.fromkeys(examples[mask_unknown][:50].tolist()))[:5]))
+    return [Problem(source, f"refer to {what} not in the logs (e.g. {shown})", column=column, rows=n, fix=fix)]

@@ -1,0 +1,82 @@
+"""Per-policy weight diagnostics and the plain-language warnings derived from them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: A mean weight this many standard errors from 1 is a finding, not noise.
+MEAN_WEIGHT_Z = 4.0
+
+
+def weight_diagnostics(weight: np.ndarray) -> dict:
+    """n, effective sample size (sum w)^2 / sum w^2 (Kong 1992), weight statistics and a histogram.
+
+    Under correct propensities E_pi0[w] = sum of pi_e over actions the logging policy supports, so
+    1 - mean(w) estimates the candidate's probability mass outside the logging policy's support
+    (`unsupported_mass`); a mean weight significantly above 1 can only mean wrong propensities.
+    """
+    n = len(weight)
+    total, total_sq = float(np.sum(weight)), float(np.sum(weight * weight))
+    mean = total / n
+    se = float(np.std(weight, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    z = (mean - 1.0) / se if se and se > 0 else 0.0
+    unsupported = max(0.0, 1.0 - mean) if z < -MEAN_WEIGHT_Z else 0.0
+    qs = np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
+    positive = weight[weight > 0]
+    top = float(weight.max()) if n else 0.0
+    edges = _edges(top)
+    counts, _ = np.histogram(np.minimum(weight, edges[-1]), bins=edges)
+    return {
+        "n": n,
+        "ess": total * total / total_sq if total_sq > 0 else 0.0,
+        "max_weight": top,
+        "mean_weight": mean,
+        "mean_weight_se": se,
+        "zero_weight_fraction": 1.0 - len(positive) / n if n else math.nan,
+        "unsupported_mass": unsupported,
+        "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
+        "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+def _edges(top: float) -> np.ndarray:
+    upper = max(2.0, float(np.ceil(top)))
+    if upper <= 20:
+        return np.linspace(0.0, upper, 21)
+    return np.concatenate([[0.0], np.geomspace(0.05, upper, 24)])
+
+
+def warnings_for(diag: dict, *, estimated_propensities: bool = False, compact: bool = False) -> list[str]:
+    """Plain-language warnings for an analyst reading the report."""
+    out: list[str] = []
+    n, ess = diag["n"], diag["ess"]
+    if n and ess < max(100.0, 0.01 * n):
+        out.append(f"Effective sample size is {ess:,.0f} of {n:,} rows ({ess / n:.2%}): the estimate rests on "
+                   "a few heavily weighted rows; expect wide intervals and prefer self-normalised or DR estimators.")
+    mean, se = diag["mean_weight"], diag["mean_weight_se"]
+    if se and se > 0 and abs(mean - 1.0) / se > MEAN_WEIGHT_Z and abs(mean - 1.0) > 0.01:
+        if mean < 1:
+            out.append(f"Mean importance weight is {mean:.3f} (should be 1): about {1 - mean:.1%} of the candidate's "
+                       "probability falls on actions the logging policy never takes, or the logged propensities are too large.")
+        else:
+            out.append(f"Mean importance weight is {mean:.3f} (should be 1 and can only be 1 or less): the logged "
+                       "propensities look wrong (too small, or not the probability of the logged action).")
+    if diag["max_weight"] > 100:
+        out.append(f"Largest weight is {diag['max_weight']:,.0f}: single rows can move IPS; clipping (ips:clip=...) "
+                   "or DR variants are more stable.")
+    if estimated_propensities:
+        out.append("Propensities were estimated from the context, not logged: results are only as good as that model.")
+    if compact:
+        out.append("Compact policy form (pi_<NAME> columns): the sum-to-one and support checks could not be made.")
+    return out
+
+
+def reward_model_warning(quality: dict | None) -> list[str]:
+    if not quality:
+        return []
+    r2 = quality.get("r2")
+    if r2 is not None and math.isfinite(r2) and r2 < 0.01:
+        return [f"The reward model explains almost nothing held out (R^2 = {r2:.3f}): DM is unreliable and DR "
+                "gains little over IPS."]
+    return []

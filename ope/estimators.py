@@ -1,0 +1,229 @@
+"""Off-policy estimators as per-row terms.
+
+Every estimator here has the same form (DESIGN.md section 1):
+
+    value = mean(direct) + sum(weighted) / sum(norm)
+
+with `norm` = 1 for the plain-mean estimators. The terms are all an interval, a bootstrap, a
+paired difference, a time window, a row-group stream or a Dask partition needs: they aggregate to
+a handful of mergeable sums. Notation (DESIGN section 3): w = pi_e(a|x) / pi_0(a|x) for the logged
+action a, r its reward, q = q_hat(x, a), q_pi = sum_a' pi_e(a'|x) q_hat(x, a').
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets.errors import InputError, Problem
+
+
+@dataclass
+class RowInputs:
+    """What the estimators see of one (policy, metric): per-row arrays of equal length."""
+
+    reward: np.ndarray
+    weight: np.ndarray                     # pi_e(a|x) / pi_0(a|x) of the logged action
+    q_logged: np.ndarray | None = None     # reward model at the logged action
+    q_pi: np.ndarray | None = None         # reward model averaged over the candidate's actions
+    category_weight: np.ndarray | None = None   # p_e(c|x) / p_0(c|x) of the logged action's category
+    alpha: float = 0.05
+
+    @property
+    def n(self) -> int:
+        return len(self.reward)
+
+
+@dataclass
+class Terms:
+    """value = mean(direct) + sum(weighted) / sum(norm); a None term contributes 0 (direct) or 1 (norm)."""
+
+    weighted: np.ndarray
+    direct: np.ndarray | None = None
+    norm: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.weighted)
+
+    def value(self) -> float:
+        total = float(np.sum(self.weighted)) / (float(np.sum(self.norm)) if self.norm is not None else self.n)
+        if self.direct is not None:
+            total += float(np.mean(self.direct))
+        return total
+
+    def influence(self) -> np.ndarray:
+        """Per-row influence function: the delta-method linearisation of the estimator.
+
+        For the ratio sum(b)/sum(c) the influence of row i is (b_i - theta c_i) / mean(c)
+        (e.g. Owen 2013, Monte Carlo theory, eq. 9.8 for self-normalised importance sampling).
+        """
+        if self.norm is None:
+            phi = self.weighted - np.mean(self.weighted)
+        else:
+            mean_norm = float(np.mean(self.norm))
+            if mean_norm == 0:
+                return np.full(self.n, np.nan)
+            ratio = float(np.sum(self.weighted)) / float(np.sum(self.norm))
+            phi = (self.weighted - ratio * self.norm) / mean_norm
+        if self.direct is not None:
+            phi = phi + (self.direct - np.mean(self.direct))
+        return phi
+
+    def subset(self, mask: np.ndarray) -> "Terms":
+        pick = lambda a: None if a is None else a[mask]  # noqa: E731
+        return Terms(weighted=self.weighted[mask], direct=pick(self.direct), norm=pick(self.norm))
+
+    @property
+    def self_normalised(self) -> bool:
+        return self.norm is not None
+
+
+# --- the estimators --------------------------------------------------------------------------
+
+def _need_model(x: RowInputs, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if x.q_logged is None or x.q_pi is None:
+        raise InputError(Problem("--estimators", f"'{name}' needs a reward model: give --q-hat or context columns"))
+    return x.q_logged, x.q_pi
+
+
+def ips(x: RowInputs, clip: float = math.inf) -> Terms:
+    """Inverse propensity scoring, mean(min(w, clip) r) (Horvitz & Thompson 1952; clipped form:
+    Ionides 2008, Strehl et al. 2010). Unbiased when clip is infinite and pi_0 covers pi_e."""
+    w = np.minimum(x.weight, clip) if math.isfinite(clip) else x.weight
+    return Terms(weighted=w * x.reward)
+
+
+def snips(x: RowInputs) -> Terms:
+    """Self-normalised IPS, sum(w r) / sum(w) (Swaminathan & Joachims 2015, eq. 5; Hesterberg 1995).
+    Stays within the observed reward range; consistent, bias O(1/n)."""
+    return Terms(weighted=x.weight * x.reward, norm=x.weight)
+
+
+def dm(x: RowInputs) -> Terms:
+    """Direct method, mean(q_pi) (Beygelzimer & Langford 2009; Dudik et al. 2011, eq. 1)."""
+    _, q_pi = _need_model(x, "dm")
+    return Terms(weighted=np.zeros(x.n), direct=q_pi)
+
+
+def dr(x: RowInputs) -> Terms:
+    """Doubly robust, mean(q_pi + w (r - q)) (Dudik, Langford & Li 2011, eq. 3). Unbiased if either
+    the propensities or the reward model are correct."""
+    q, q_pi = _need_model(x, "dr")
+    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi)
+
+
+def sndr(x: RowInputs) -> Terms:
+    """Self-normalised DR, mean(q_pi) + sum(w (r - q)) / sum(w) (DESIGN section 3; Kallus & Uehara 2019)."""
+    q, q_pi = _need_model(x, "sndr")
+    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi, norm=x.weight)
+
+
+def switch_dr(x: RowInputs, tau: float = 10.0) -> Terms:
+    """SWITCH-DR (Wang, Agarwal & Dudik 2017, eq. 6 with DR in place of IPS): rows whose weight exceeds
+    tau fall back to the model. Summing the model term over all actions, this is
+    mean(q_pi + w (r - q) 1[w <= tau])."""
+    q, q_pi = _need_model(x, "switch-dr")
+    return Terms(weighted=np.where(x.weight <= tau, x.weight * (x.reward - q), 0.0), direct=q_pi)
+
+
+def dr_os(x: RowInputs, lambda_: float = 100.0) -> Terms:
+    """DR with optimistic shrinkage (Su, Dimakopoulou, Krishnamurthy & Dudik 2020, eq. 10):
+    w is replaced by lambda w / (w^2 + lambda); lambda -> inf recovers DR, lambda -> 0 recovers DM."""
+    q, q_pi = _need_model(x, "dr-os")
+    w = x.weight
+    shrunk = lambda_ * w / (w * w + lambda_)
+    return Terms(weighted=shrunk * (x.reward - q), direct=q_pi)
+
+
+def pm_ips(x: RowInputs, lambda_: float | None = None) -> Terms:
+    """Subgaussian IPS with the harmonic power-mean correction (Metelli, Russo & Restelli 2021,
+    NeurIPS, Sec. 5, s = -1): w_lambda = w / ((1 - lambda) + lambda w), bounded by 1/lambda.
+    Default lambda = sqrt(4 log(1/delta) / (3 n d2)) with d2 = mean(w^2) the empirical exponentiated
+    2-Renyi divergence and delta = alpha, the choice their concentration bound suggests."""
+    w = x.weight
+    if lambda_ is None:
+        d2 = max(float(np.mean(w * w)), 1e-12)
+        lambda_ = min(1.0, math.sqrt(4.0 * math.log(1.0 / x.alpha) / (3.0 * x.n * d2)))
+    corrected = w / ((1.0 - lambda_) + lambda_ * w)
+    return Terms(weighted=corrected * x.reward)
+
+
+def mips(x: RowInputs, self_normalised: bool = False) -> Terms:
+    """Marginalised IPS over action categories (Saito & Joachims 2022, ICML, eq. 4): the weight of the
+    logged action's category, p_e(c|x) / p_0(c|x), replaces the action weight. Unbiased when the
+    reward depends on the action only through its category (no direct effect, their Assumption 3.2);
+    with thousands of streams and few categories its variance is far lower than IPS."""
+    if x.category_weight is None:
+        raise InputError(Problem("--estimators", "'mips' needs action categories: logs columns a_category and "
+                                 "category_propensity (see --category-column)"))
+    cw = x.category_weight
+    return Terms(weighted=cw * x.reward, norm=cw if self_normalised else None)
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """An estimator identifier such as `ips:clip=50`, parsed and bound to its function."""
+
+    identifier: str
+    name: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def needs_model(self) -> bool:
+        return self.name in {"dm", "dr", "sndr", "switch-dr", "dr-os"}
+
+    @property
+    def needs_categories(self) -> bool:
+        return self.name == "mips"
+
+    def terms(self, x: RowInputs) -> Terms:
+        return _REGISTRY[self.name][0](x, **self.params)
+
+
+# name -> (function, {parameter in the identifier: (python keyword, converter)})
+_REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]]] = {
+    "ips": (ips, {"clip": ("clip", float)}),
+    "snips": (snips, {}),
+    "dm": (dm, {}),
+    "dr": (dr, {}),
+    "sndr": (sndr, {}),
+    "switch-dr": (switch_dr, {"tau": ("tau", float)}),
+    "dr-os": (dr_os, {"lambda": ("lambda_", float)}),
+    "pm-ips": (pm_ips, {"lambda": ("lambda_", float)}),
+    "mips": (mips, {"self_normalised": ("self_normalised", lambda s: s.lower() in {"1", "true", "yes"})}),
+}
+
+ESTIMATOR_NAMES = tuple(_REGISTRY)
+_IDENT = re.compile(r"^(?P<name>[a-z][a-z-]*)(?::(?P<params>.*))?$")
+
+
+def parse_estimator(identifier: str) -> EstimatorSpec:
+    """Parse `name[:key=value[,key=value]]`, e.g. `ips:clip=50`, `switch-dr:tau=10`, `dr-os:lambda=100`."""
+    ident = identifier.strip()
+    m = _IDENT.match(ident)
+    if not m or m.group("name") not in _REGISTRY:
+        raise InputError(Problem("--estimators", f"unknown estimator '{identifier}'",
+                                 fix=f"choose from {', '.join(ESTIMATOR_NAMES)}"))
+    name = m.group("name")
+    allowed = _REGISTRY[name][1]
+    params: dict = {}
+    for item in filter(None, (m.group("params") or "").split(",")):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in allowed:
+            hint = ", ".join(f"{k}=VALUE" for k in allowed) or "no parameters"
+            raise InputError(Problem("--estimators", f"'{identifier}': cannot read parameter '{item}'",
+                                     fix=f"{name} takes {hint}"))
+        keyword, convert = allowed[key]
+        try:
+            value = convert(raw.strip())
+        except ValueError:
+            raise InputError(Problem("--estimators", f"'{identifier}': '{raw}' is not a number")) from None
+        if isinstance(value, float) and not value > 0:
+            raise InputError(Problem("--estimators", f"'{identifier}': {key} must be positive"))
+        params[keyword] = value
+    return EstimatorSpec(identifier=ident, name=name, params=params)

@@ -1,0 +1,311 @@
+"""Evaluate several candidate policies with several estimators and metrics in one pass over the rows.
+
+Input: validated arrays from `datasets` (logs, joined policies, optional q-hat); output: an
+`EvaluationResult` whose `to_dict()` is the `livegate.evaluation/1` document body.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from datasets.errors import InputError, Problem
+from datasets.feedback import LoggedData, PolicyTable, RewardPredictions, logging_policy
+from datasets.rewards import RewardSpec
+from datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
+
+from . import inference
+from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
+from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
+from .reward_model import fit_reward_model
+
+SCHEMA = "livegate.evaluation/1"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    estimators: tuple[str, ...] = ("ips", "snips", "dr")
+    ci: str = "normal"
+    alpha: float = 0.05
+    n_boot: int = 1000
+    seed: int = 0
+    baseline: str = LOGGING_POLICY
+    n_folds: int = 3
+    category_column: str = "a_category"
+    category_propensity_column: str = "category_propensity"
+    term_range: tuple[float, float] | None = None
+    max_time_windows: int = 31
+
+    def validate(self) -> list[EstimatorSpec]:
+        problems = []
+        if self.ci not in inference.CI_METHODS:
+            problems.append(Problem("--ci", f"unknown interval method '{self.ci}'",
+                                    fix=f"choose from {', '.join(inference.CI_METHODS)}"))
+        if not 0 < self.alpha < 1:
+            problems.append(Problem("--alpha", f"{self.alpha} is not in (0, 1)", fix="use e.g. 0.05"))
+        if self.n_boot < 50:
+            problems.append(Problem("--n-boot", f"{self.n_boot} resamples are too few", fix="use at least 200"))
+        if self.n_folds < 2:
+            problems.append(Problem("--folds", "cross-fitting needs at least 2 folds"))
+        if not self.estimators:
+            problems.append(Problem("--estimators", "no estimator given", fix="e.g. --estimators ips,snips,dr"))
+        if problems:
+            raise InputError(problems)
+        specs = [parse_estimator(e) for e in self.estimators]
+        dup = {s.identifier for s in specs if [t.identifier for t in specs].count(s.identifier) > 1}
+        if dup:
+            raise InputError(Problem("--estimators", f"listed twice: {', '.join(sorted(dup))}"))
+        return specs
+
+
+@dataclass
+class PolicyResult:
+    estimates: dict[str, dict]
+    diagnostics: dict
+    vs_baseline: dict[str, dict]
+
+
+@dataclass
+class EvaluationResult:
+    config: EvaluationConfig
+    data: dict
+    baseline: str
+    metrics: dict[str, dict[str, PolicyResult]]      # metric -> policy -> result
+    time_windows: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # livegate_version, inputs, seed: filled by the caller
+
+    @property
+    def primary_metric(self) -> str:
+        return next(iter(self.metrics))
+
+    def estimate(self, policy: str, estimator: str, metric: str | None = None) -> dict:
+        return self.metrics[metric or self.primary_metric][policy].estimates[estimator]
+
+    def to_dict(self) -> dict:
+        metrics = {m: {"policies": {p: asdict(r) for p, r in pols.items()}} for m, pols in self.metrics.items()}
+        config = asdict(self.config)
+        doc = {"schema": SCHEMA, "config": config, "data": self.data, "baseline": self.baseline,
+               "metric": self.primary_metric, "policies": metrics[self.primary_metric]["policies"],
+               "metrics": metrics, "time_windows": self.time_windows, "warnings": self.warnings}
+        doc.update(self.provenance)
+        return doc
+
+
+def _category_weights(logs: LoggedData, policy: PolicyTable, cfg: EvaluationConfig) -> np.ndarray | None:
+    """p_e(c|x) / p_0(c|x) for the logged action's category c (Saito & Joachims 2022)."""
+    cat_col, prop_col = cfg.category_column, cfg.category_propensity_column
+    if cat_col not in logs.extra or prop_col not in logs.extra or policy.compact:
+        return None
+    if policy.name == LOGGING_POLICY:
+        return np.ones(logs.n)
+    category = logs.extra[cat_col]
+    cat_of_action = np.full(len(logs.actions), np.nan)
+    cat_of_action[logs.action_code] = category
+    # an action with two categories makes the marginal weight meaningless
+    inconsistent = cat_of_action[logs.action_code] != category
+    if np.any(inconsistent):
+        raise InputError(Problem(logs.source, "give one action two different categories", column=cat_col,
+                                 rows=int(np.count_nonzero(inconsistent)),
+                                 fix="a stream's category must be the same in every row"))
+    same = cat_of_action[policy.action_code] == category[policy.row]
+    p_e = np.bincount(policy.row[same], weights=policy.prob[same], minlength=logs.n)
+    return p_e / logs.extra[prop_col]
+
+
+def _data_summary(logs: LoggedData, rewards: Mapping[str, np.ndarray]) -> dict:
+    period = None
+    if logs.timestamp is not None:
+        ts = logs.timestamp
+        period = {"start": str(np.datetime_as_string(ts.min(), unit="s")) + "Z",
+                  "end": str(np.datetime_as_string(ts.max(), unit="s")) + "Z"}
+    summary = {}
+    for name, r in rewards.items():
+        q = np.quantile(r, [0.5, 0.9, 0.99])
+        summary[name] = {"mean": float(r.mean()), "std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+                         "min": float(r.min()), "max": float(r.max()),
+                         "zero_fraction": float(np.mean(r == 0)),
+                         "quantiles": {"0.5": float(q[0]), "0.9": float(q[1]), "0.99": float(q[2])}}
+    return {"n_rows": logs.n,
+            "n_decisions": int(len(logs.decision_ids)) if logs.decision_ids is not None else logs.n,
+            "n_actions": int(len(logs.actions)), "n_positions": logs.n_positions, "period": period,
+            "propensity": {"min": float(np.min(logs.propensity)), "max": float(np.max(logs.propensity)),
+                           "source": logs.propensity_source},
+            "rewards": summary}
+
+
+def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], reward: np.ndarray,
+                       q_hat: RewardPredictions | None, cfg: EvaluationConfig):
+    """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns or a cross-fitted model."""
+    long_form = {name: p for name, p in policies.items() if not p.compact}
+    if q_hat is not None or "q_hat" in logs.extra:
+        if q_hat is not None:
+            q_logged = q_hat.lookup(np.arange(logs.n), logs.action_code, "the logged action")
+            q_pi = {name: p.expected(q_hat.lookup(p.row, p.action_code, f"policy '{name}'"), logs.n)
+                    for name, p in long_form.items()}
+        else:
+            q_logged = logs.extra["q_hat"]
+            q_pi = {}
+        for name, p in policies.items():
+            if p.compact:
+                column = COMPACT_QPI_PREFIX + name
+                if column in logs.extra:
+                    q_pi[name] = logs.extra[column]
+        q_pi[LOGGING_POLICY] = q_logged
+        return q_logged, q_pi, None
+    if logs.context.shape[1] == 0:
+        return None, {}, None
+    fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward,
+                           {name: (p.row, p.action_code) for name, p in long_form.items()},
+                           groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed)
+    q_pi = {name: long_form[name].expected(fit.q_policy[name], logs.n) for name in long_form}
+    q_pi[LOGGING_POLICY] = fit.q_logged
+    return fit.q_logged, q_pi, fit.quality
+
+
+def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Sequence[RewardSpec],
+             config: EvaluationConfig = EvaluationConfig(), q_hat: Mapping[str, RewardPredictions] | None = None,
+             progress: Callable[[str], None] | None = None) -> EvaluationResult:
+    """Estimate every policy's value for every metric and estimator, with intervals, diagnostics and
+    the paired difference to the baseline. `policies` excludes the built-in `logging`, which is added."""
+    specs = config.validate()
+    step = progress or (lambda _msg: None)
+    if not rewards:
+        raise InputError(Problem("--reward", "no reward given", fix="e.g. --reward watch_seconds"))
+    if LOGGING_POLICY in policies:
+        raise InputError(Problem("--policy", f"'{LOGGING_POLICY}' is the built-in logging policy",
+                                 fix="give the candidate another name"))
+    all_policies = {LOGGING_POLICY: logging_policy(logs), **policies}
+    if config.baseline not in all_policies:
+        raise InputError(Problem("--baseline", f"'{config.baseline}' is not among the policies",
+                                 fix=f"choose one of {', '.join(all_policies)}"))
+    if any(s.needs_model for s in specs) and logs.context.shape[1] == 0 and not q_hat and "q_hat" not in logs.extra:
+        raise InputError(Problem(logs.source, "has no context columns for the reward model that "
+                                 f"{', '.join(s.identifier for s in specs if s.needs_model)} need",
+                                 fix="add x_* columns, pass --context, or give --q-hat"))
+
+    weights = {name: p.pi_logged / logs.propensity for name, p in all_policies.items()}
+    weights[LOGGING_POLICY] = np.ones(logs.n)  # exactly 1: the logging policy took the logged action
+    category_weights = {name: _category_weights(logs, p, config) for name, p in all_policies.items()} \
+        if any(s.needs_categories for s in specs) else {}
+    diagnostics = {}
+    for name, p in all_policies.items():
+        diag = weight_diagnostics(weights[name])
+        diag["compact_form"] = p.compact
+        diag["estimated_propensities"] = logs.propensity_source == "estimated"
+        diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=p.compact)
+        diagnostics[name] = diag
+
+    reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
+    results: dict[str, dict[str, PolicyResult]] = {}
+    all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
+    warnings: list[str] = []
+    for spec in rewards:
+        metric = spec.name
+        reward = reward_arrays[metric]
+        q_logged = q_pi = quality = None
+        if any(s.needs_model for s in specs):
+            step(f"reward model for {metric}")
+            q_logged, q_pi, quality = _model_predictions(logs, all_policies, reward,
+                                                         (q_hat or {}).get(metric), config)
+        step(f"estimating {metric}")
+        terms: dict[str, dict[str, Terms]] = {}
+        for name in all_policies:
+            inputs = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
+                               q_pi=None if q_pi is None else q_pi.get(name),
+                               category_weight=category_weights.get(name), alpha=config.alpha)
+            terms[name] = {}
+            for s in specs:
+                if s.needs_model and inputs.q_pi is None:
+                    warnings.append(f"{s.identifier} skipped for '{name}': no reward-model prediction under it "
+                                    f"(compact form without {COMPACT_QPI_PREFIX}{name}).")
+                    continue
+                if s.needs_categories and inputs.category_weight is None:
+                    warnings.append(f"{s.identifier} skipped for '{name}': needs {config.category_column} and "
+                                    f"{config.category_propensity_column} columns and a long-format policy.")
+                    continue
+                terms[name][s.identifier] = s.terms(inputs)
+        all_terms[metric] = terms
+        results[metric] = _intervals(terms, config, specs, metric)
+        for name in all_policies:
+            diag = dict(diagnostics[name])
+            diag["reward_model"] = quality
+            diag["warnings"] = diag["warnings"] + reward_model_warning(quality)
+            results[metric][name].diagnostics = diag
+
+    windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
+    return EvaluationResult(config=config, data=_data_summary(logs, reward_arrays), baseline=config.baseline,
+                            metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)))
+
+
+def _intervals(terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig, specs: Sequence[EstimatorSpec],
+               metric: str) -> dict[str, PolicyResult]:
+    """Estimates and paired differences to the baseline, all from the same per-row terms."""
+    flat = [(p, e) for p, by_est in terms.items() for e in by_est]
+    replicates = None
+    if cfg.ci == "bootstrap" and flat:
+        replicates = inference.bootstrap_replicates([terms[p][e] for p, e in flat], cfg.n_boot, cfg.seed)
+        column = {key: j for j, key in enumerate(flat)}
+
+    def interval(keys: list[tuple[str, str]], coefs: list[float]) -> inference.Interval:
+        ts = [terms[p][e] for p, e in keys]
+        if cfg.ci == "bootstrap":
+            weights = np.zeros(len(flat))
+            for key, c in zip(keys, coefs):
+                weights[column[key]] += c
+            return inference.bootstrap_interval(replicates, weights, inference.contrast_value(ts, coefs), cfg.alpha)
+        if cfg.ci == "bernstein":
+            return inference.bernstein_interval(ts, coefs, cfg.alpha, cfg.term_range)
+        return inference.normal_interval(ts, coefs, cfg.alpha)
+
+    out: dict[str, PolicyResult] = {}
+    base = cfg.baseline
+    for name, by_est in terms.items():
+        estimates, vs = {}, {}
+        for ident, t in by_est.items():
+            estimates[ident] = interval([(name, ident)], [1.0]).to_dict()
+            if name != base and ident in terms[base]:
+                diff = interval([(name, ident), (base, ident)], [1.0, -1.0])
+                rel, rel_low, rel_high = inference.relative_interval(t, terms[base][ident], cfg.alpha)
+                vs[ident] = {"difference": diff.value, "se": diff.se, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
+                             "ci_method": diff.method, "relative": rel, "relative_ci_low": rel_low,
+                             "relative_ci_high": rel_high}
+        out[name] = PolicyResult(estimates=estimates, diagnostics={}, vs_baseline=vs)
+    return out
+
+
+def _time_windows(logs: LoggedData, all_terms, specs, cfg: EvaluationConfig) -> dict | None:
+    """Per-window estimates (normal intervals) of the first estimator: a drift check over the period."""
+    ts = logs.timestamp.astype("datetime64[us]").astype(np.int64)
+    span = int(ts.max() - ts.min())
+    if span <= 0:
+        return None
+    day, hour = 86_400 * 10**6, 3_600 * 10**6
+    width = day if span >= 2 * day else hour
+    n_windows = span // width + 1
+    if n_windows > cfg.max_time_windows:
+        width = -(-span // cfg.max_time_windows)
+    start0 = (int(ts.min()) // width) * width
+    window = (ts - start0) // width
+    estimator = specs[0].identifier
+    out = []
+    for k in np.unique(window):
+        mask = window == k
+        if np.count_nonzero(mask) < 30:
+            continue
+        entry = {"start": _iso(start0 + k * width), "end": _iso(start0 + (k + 1) * width),
+                 "n": int(np.count_nonzero(mask)), "metrics": {}}
+        for metric, terms in all_terms.items():
+            entry["metrics"][metric] = {}
+            for name, by_est in terms.items():
+                if estimator in by_est:
+                    iv = inference.normal_interval([by_est[estimator].subset(mask)], [1.0], cfg.alpha)
+                    entry["metrics"][metric][name] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+        out.append(entry)
+    return {"estimator": estimator, "width_seconds": width // 10**6, "windows": out}
+
+
+def _iso(us: int) -> str:
+    return str(np.datetime_as_string(np.datetime64(int(us), "us"), unit="s")) + "Z"
