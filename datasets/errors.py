@@ -20,12 +20,27 @@ class Problem:
             where += f", column '{self.column}'"
         text = f"{where}: "
         if self.rows is not None:
-            text += f"{self.rows:,} row{'s' if self.rows != 1 else ''} {self.message}"
+            text += f"{self.rows:,} row{'s' if self.rows != 1 else ''} {_agree(self.message, self.rows)}"
         else:
             text += self.message
         if self.fix:
             text += f". Fix: {self.fix}"
         return text
+
+
+_SINGULAR = {"have": "has", "are": "is", "refer": "refers", "share": "shares", "give": "gives"}
+
+
+def _agree(message: str, rows: int) -> str:
+    """Messages are written for many rows ("have ..."); one row gets the singular verb."""
+    if rows != 1:
+        return message
+    words = message.split(" ")
+    for i, word in enumerate(words[:4]):
+        if word in _SINGULAR:
+            words[i] = _SINGULAR[word]
+            break
+    return " ".join(words)
 
 
 class InputError(Exception):

@@ -111,12 +111,18 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
     optional = [schema.position, schema.timestamp, schema.decision_id, *optional_extra]
     if not need_propensity:
         optional.append(schema.propensity)
-    table = read_table(source, list(dict.fromkeys(required)), optional=optional, dataset=dataset)
+    problems: list[Problem] = []
+    table = read_table(source, list(dict.fromkeys(required)), optional=optional, dataset=dataset, problems=problems)
+    present = set(table.column_names)
+    outcome_cols = [c for c in outcome_cols if c in present]
+    extra = [c for c in extra if c in present]
+    ctx_cols = [c for c in ctx_cols if c in present]
 
-    problems = v.check_not_empty(table, source)
-    if problems:
+    problems += v.check_not_empty(table, source)
+    if table.num_rows == 0:
         raise InputError(problems)
-    problems += v.check_key(table, source, schema.action, "action")
+    if schema.action in present:
+        problems += v.check_key(table, source, schema.action, "action")
     has_decision = schema.decision_id in table.column_names
     if has_decision:
         problems += v.check_key(table, source, schema.decision_id, "decision id")
@@ -141,7 +147,9 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
                 or pa.types.is_dictionary(type_)):
             problems.append(Problem(source, f"has type {type_}; context must be numeric, bool or categorical",
                                     column=col, fix="encode it as a number or a string category"))
-    if problems:
+    type_errors = any("has type" in p.message for p in problems) or any(p.message == "is missing" for p in problems
+                                                                         if p.column == schema.action)
+    if type_errors:
         raise InputError(problems)
 
     propensity = None
@@ -149,16 +157,16 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         propensity = _float(table.column(schema.propensity))
         problems += v.check_probability(propensity, source, schema.propensity, zero_allowed=False)
     position = None
-    if schema.position in table.column_names:
+    if schema.position in table.column_names and table.column(schema.position).null_count == 0:
         position = np.asarray(_to_numpy(table.column(schema.position)), dtype=np.int64)
         n_neg = int(np.count_nonzero(position < 0))
         if n_neg:
             problems.append(Problem(source, "have a negative position", column=schema.position, rows=n_neg,
                                     fix="number feed slots from 0"))
     decision_code = decision_ids = None
-    if has_decision:
+    if has_decision and table.column(schema.decision_id).null_count == 0:
         decision_code, decision_ids = _codes(_to_numpy(table.column(schema.decision_id)))
-        if not problems:
+        if position is None or position.min() >= 0:
             n_pos = 1 if position is None else int(position.max()) + 1
             key = decision_code * n_pos + (0 if position is None else position)
             what = "decision id and position" if position is not None else "decision id"
@@ -224,8 +232,12 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
         raise InputError(Problem(logs.source, "is missing", column=decision_col,
                                  fix="policies and predictions are joined to the logs by decision_id; add it to the logs"))
     dataset = open_dataset(path)
-    table = read_table(source, [decision_col, action_col, value_col], optional=[position_col], dataset=dataset)
-    problems = v.check_not_empty(table, source)
+    problems: list[Problem] = []
+    table = read_table(source, [decision_col, action_col, value_col], optional=[position_col], dataset=dataset,
+                       problems=problems)
+    if problems:
+        raise InputError(problems)
+    problems += v.check_not_empty(table, source)
     if problems:
         raise InputError(problems)
     problems += v.check_key(table, source, decision_col, "decision id")
@@ -248,19 +260,17 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     problems += v.check_unknown(action_code < 0, action_values, source, action_col, "actions",
                                 fix="every action must occur in the logs: offline evaluation knows nothing of "
                                     "streams the logging policy never showed; drop them and renormalise")
-    if problems:
-        raise InputError(problems)
     keep = row >= 0  # rows of decisions outside the logs (e.g. another day) play no part
-    return row[keep], action_code[keep], values[keep]
+    return row[keep], action_code[keep], values[keep], problems
 
 
 def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySchema = PolicySchema()) -> PolicyTable:
     """Read a long-format policy, validate it against the logs (coverage, sum to one, known actions)."""
-    row, action_code, prob = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
-                                          schema.position, zero_allowed=True, probability=True)
+    row, action_code, prob, problems = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
+                                                    schema.position, zero_allowed=True, probability=True)
     sums = np.bincount(row, weights=prob, minlength=logs.n)
     covered = np.bincount(row, minlength=logs.n) > 0
-    problems = v.check_sum_to_one(sums, covered, str(path), schema.prob)
+    problems += v.check_sum_to_one(sums, covered, str(path), schema.prob)
     if problems:
         raise InputError(problems)
     match = action_code == logs.action_code[row]
@@ -313,8 +323,10 @@ class RewardPredictions:
 
 def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
                schema: QHatSchema = QHatSchema()) -> RewardPredictions:
-    row, action_code, values = _keyed_table(path, logs, column, schema.decision_id, schema.action,
-                                            schema.position, zero_allowed=True, probability=False)
+    row, action_code, values, problems = _keyed_table(path, logs, column, schema.decision_id, schema.action,
+                                                      schema.position, zero_allowed=True, probability=False)
+    if problems:
+        raise InputError(problems)
     n_actions = len(logs.actions)
     key = row * n_actions + action_code
     order = np.argsort(key, kind="stable")

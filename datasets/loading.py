@@ -38,18 +38,26 @@ def column_names(dataset: ds.Dataset) -> list[str]:
     return list(dataset.schema.names)
 
 
+def missing_columns(path: str | Path, dataset: ds.Dataset, columns: Sequence[str]) -> list[Problem]:
+    available = set(dataset.schema.names)
+    return [Problem(str(path), "is missing", column=c,
+                    fix=f"add the column or map it with the matching option (available: {_list(available)})")
+            for c in columns if c not in available]
+
+
 def read_table(path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),
-               dataset: ds.Dataset | None = None) -> pa.Table:
-    """Read `columns` (all required) plus those of `optional` that exist. Missing required columns are
-    reported together, one problem each."""
+               dataset: ds.Dataset | None = None, problems: list[Problem] | None = None) -> pa.Table:
+    """Read `columns` plus those of `optional` that exist. Missing required columns are reported
+    together, one problem each: raised at once, or appended to `problems` (the caller then goes on
+    checking the columns that exist, so that a user sees every problem of the file at once)."""
     dataset = dataset if dataset is not None else open_dataset(path)
     available = set(dataset.schema.names)
-    missing = [c for c in columns if c not in available]
-    if missing:
-        raise InputError([Problem(str(path), "is missing", column=c,
-                                  fix=f"add the column or map it with the matching option (available: {_list(available)})")
-                          for c in missing])
-    wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in available)]))
+    missing = missing_columns(path, dataset, columns)
+    if missing and problems is None:
+        raise InputError(missing)
+    if problems is not None:
+        problems.extend(missing)
+    wanted = list(dict.fromkeys([*(c for c in columns if c in available), *(c for c in optional if c in available)]))
     try:
         return dataset.to_table(columns=wanted)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:

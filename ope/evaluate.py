@@ -76,6 +76,7 @@ class EvaluationResult:
     time_windows: dict | None = None
     warnings: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)  # livegate_version, inputs, seed: filled by the caller
+    engines: dict[str, "IntervalEngine"] = field(default_factory=dict, repr=False)  # not serialised
 
     @property
     def primary_metric(self) -> str:
@@ -201,6 +202,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
     results: dict[str, dict[str, PolicyResult]] = {}
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
+    engines: dict[str, IntervalEngine] = {}
     warnings: list[str] = []
     for spec in rewards:
         metric = spec.name
@@ -228,7 +230,8 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                     continue
                 terms[name][s.identifier] = s.terms(inputs)
         all_terms[metric] = terms
-        results[metric] = _intervals(terms, config, specs, metric)
+        engines[metric] = IntervalEngine(terms, config)
+        results[metric] = _intervals(engines[metric], config)
         for name in all_policies:
             diag = dict(diagnostics[name])
             diag["reward_model"] = quality
@@ -237,37 +240,48 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
 
     windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
     return EvaluationResult(config=config, data=_data_summary(logs, reward_arrays), baseline=config.baseline,
-                            metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)))
+                            metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)),
+                            engines=engines)
 
 
-def _intervals(terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig, specs: Sequence[EstimatorSpec],
-               metric: str) -> dict[str, PolicyResult]:
-    """Estimates and paired differences to the baseline, all from the same per-row terms."""
-    flat = [(p, e) for p, by_est in terms.items() for e in by_est]
-    replicates = None
-    if cfg.ci == "bootstrap" and flat:
-        replicates = inference.bootstrap_replicates([terms[p][e] for p, e in flat], cfg.n_boot, cfg.seed)
-        column = {key: j for j, key in enumerate(flat)}
+class IntervalEngine:
+    """Intervals of any contrast of one metric's (policy, estimator) terms, at any level.
 
-    def interval(keys: list[tuple[str, str]], coefs: list[float]) -> inference.Interval:
-        ts = [terms[p][e] for p, e in keys]
-        if cfg.ci == "bootstrap":
-            weights = np.zeros(len(flat))
+    Keeps the per-row terms (and, for the bootstrap, the replicate matrix, drawn once), so that
+    the gate can ask again at a multiplicity-adjusted level without touching the data."""
+
+    def __init__(self, terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig):
+        self.terms, self.cfg = terms, cfg
+        self.flat = [(p, e) for p, by_est in terms.items() for e in by_est]
+        self.replicates = None
+        if cfg.ci == "bootstrap" and self.flat:
+            self.replicates = inference.bootstrap_replicates([terms[p][e] for p, e in self.flat], cfg.n_boot, cfg.seed)
+
+    def interval(self, keys: list[tuple[str, str]], coefs: list[float], alpha: float) -> inference.Interval:
+        ts = [self.terms[p][e] for p, e in keys]
+        if self.cfg.ci == "bootstrap":
+            weights = np.zeros(len(self.flat))
             for key, c in zip(keys, coefs):
-                weights[column[key]] += c
-            return inference.bootstrap_interval(replicates, weights, inference.contrast_value(ts, coefs), cfg.alpha)
-        if cfg.ci == "bernstein":
-            return inference.bernstein_interval(ts, coefs, cfg.alpha, cfg.term_range)
-        return inference.normal_interval(ts, coefs, cfg.alpha)
+                weights[self.flat.index(key)] += c
+            return inference.bootstrap_interval(self.replicates, weights, inference.contrast_value(ts, coefs), alpha)
+        if self.cfg.ci == "bernstein":
+            return inference.bernstein_interval(ts, coefs, alpha, self.cfg.term_range)
+        return inference.normal_interval(ts, coefs, alpha)
 
+    def difference(self, policy: str, baseline: str, estimator: str, alpha: float) -> inference.Interval:
+        return self.interval([(policy, estimator), (baseline, estimator)], [1.0, -1.0], alpha)
+
+
+def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, PolicyResult]:
+    """Estimates and paired differences to the baseline, all from the same per-row terms."""
+    terms, base = engine.terms, cfg.baseline
     out: dict[str, PolicyResult] = {}
-    base = cfg.baseline
     for name, by_est in terms.items():
         estimates, vs = {}, {}
         for ident, t in by_est.items():
-            estimates[ident] = interval([(name, ident)], [1.0]).to_dict()
+            estimates[ident] = engine.interval([(name, ident)], [1.0], cfg.alpha).to_dict()
             if name != base and ident in terms[base]:
-                diff = interval([(name, ident), (base, ident)], [1.0, -1.0])
+                diff = engine.difference(name, base, ident, cfg.alpha)
                 rel, rel_low, rel_high = inference.relative_interval(t, terms[base][ident], cfg.alpha)
                 vs[ident] = {"difference": diff.value, "se": diff.se, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
                              "ci_method": diff.method, "relative": rel, "relative_ci_low": rel_low,

@@ -1,0 +1,513 @@
+"""livegate command line: argument parsing, file I/O, printing and exit codes. No statistics here.
+
+Exit codes (DESIGN.md section 4): 0 success / gate passes, 1 gate fails, 2 invalid input or usage,
+3 gate inconclusive, 4 internal error (traceback with --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INCONCLUSIVE, EXIT_BUG = 0, 1, 2, 3, 4
+DEFAULT_OUTCOMES = ("watch_seconds", "click", "gift_value")
+
+EXAMPLES = {
+    "simulate": "livegate simulate --out sim --n-rounds 50000 --seed 7",
+    "validate": "livegate validate --logs sim/logs.parquet --policy better=sim/policies/better.parquet",
+    "evaluate": "livegate evaluate --logs sim/logs.parquet --policy better=sim/policies/better.parquet \\\n"
+                "      --reward watch_seconds --reward 'engagement=watch_seconds + 50*gift_value' \\\n"
+                "      --estimators ips,snips,dr --ci normal --out results.json --report report.html",
+    "causal": "livegate causal --logs causal/logs.parquet --treatment recommended --outcome watch_seconds \\\n"
+              "      --out causal.json --policy-out causal/policies/targeted.parquet",
+    "report": "livegate report results.json causal.json --out report.html",
+    "gate": "livegate gate --config gate.toml --report report.html --junit junit.xml",
+    "demo": "livegate demo --out demo",
+}
+
+
+class UsageError(Exception):
+    """Bad command line: exit 2 with one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage and exits itself)
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _progress(args) -> Callable[[str], None]:
+    """Progress on stderr when it is a terminal and --quiet is off; silent otherwise."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return lambda _msg: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, leave=False)
+
+    def step(message: str) -> None:
+        bar.set_description_str(f"livegate: {message}")
+        bar.update(1)
+    return step
+
+
+def _say(args, text: str = "") -> None:
+    print(text, flush=True)
+
+
+# --- helpers shared by commands --------------------------------------------------------------
+
+def _named_path(text: str, flag: str) -> tuple[str, Path | None]:
+    """NAME=PATH, or NAME alone for the compact form (pi_NAME columns in the logs)."""
+    from datasets import InputError, Problem
+
+    name, eq, path = text.partition("=")
+    name = name.strip()
+    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or (eq and not path.strip()):
+        raise InputError(Problem(flag, f"cannot read '{text}'",
+                                 fix=f"write {flag} NAME=PATH (letters, digits, _ . -), e.g. {flag} better=policies/better.parquet"))
+    return name, (Path(path.strip()) if eq else None)
+
+
+def _rewards(args_rewards: Sequence[str] | None, available: Sequence[str], named=None):
+    from datasets import InputError, Problem, parse_reward
+
+    named = named or {}
+    if args_rewards:
+        return [named[r] if r in named else parse_reward(r) for r in args_rewards]
+    present = [c for c in DEFAULT_OUTCOMES if c in available]
+    if not present:
+        raise InputError(Problem("--reward", "no reward given and none of the default reward columns "
+                                 f"({', '.join(DEFAULT_OUTCOMES)}) is in the logs", fix="pass --reward COLUMN"))
+    return [parse_reward(c) for c in present]
+
+
+def _protected(*paths) -> frozenset[Path]:
+    return frozenset(Path(p).resolve() for p in paths if p is not None)
+
+
+def _provenance(inputs: dict, seed: int) -> dict:
+    from datasets import __version__
+    from datasets.io import fingerprint
+
+    def entry(path):
+        return None if path is None else {"path": str(path), "fingerprint": fingerprint(path)}
+
+    return {"livegate_version": __version__, "seed": seed,
+            "inputs": {k: ({n: entry(p) for n, p in v.items()} if isinstance(v, dict) else entry(v))
+                       for k, v in inputs.items()}}
+
+
+def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, context, estimate_propensities,
+                         seed, named_rewards=None, progress=lambda _m: None):
+    """Load logs, policies and predictions through the datasets layer (one validation for all)."""
+    from datasets import InputError, Problem, compact_policy, load_logs, load_policy, load_q_hat
+    from datasets.feedback import compact_columns
+    from datasets.loading import column_names, open_dataset
+
+    progress("reading logs")
+    available = column_names(open_dataset(logs_path))
+    rewards = _rewards(rewards_args, available, named_rewards)
+    policies_spec = [_named_path(p, "--policy") for p in policy_args]
+    names = [n for n, _ in policies_spec]
+    if len(set(names)) != len(names):
+        raise InputError(Problem("--policy", "a policy name is given twice"))
+    compact = [n for n, p in policies_spec if p is None]
+    optional = [c for c in [*compact_columns(compact), "q_hat", "a_category", "category_propensity"] if c in available]
+    needs_decision = any(p is not None for _, p in policies_spec) or bool(q_hat_args)
+    logs = load_logs(logs_path, rewards, need_decision_id=needs_decision, need_propensity=not estimate_propensities,
+                     need_context=True, context=_context_columns(context, available),
+                     optional_extra=optional)
+    if estimate_propensities:
+        from causal import estimate_propensities as estimate
+
+        progress("estimating propensities")
+        logs.propensity = estimate(logs.context.assign(_action=logs.action_code), "_action",
+                                   list(logs.context.columns), seed=seed)
+        logs.propensity_source = "estimated"
+    policies, problems = {}, []
+    for name, path in policies_spec:
+        progress(f"joining policy {name}")
+        try:
+            policies[name] = load_policy(path, logs, name) if path is not None else compact_policy(logs, name)
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    q_hat = {}
+    for item in q_hat_args or []:
+        metric, eq, path = item.partition("=")
+        if not eq:
+            metric, path = rewards[0].name, item
+        q_hat[metric] = load_q_hat(Path(path), logs)
+    return logs, policies, rewards, q_hat, dict(policies_spec)
+
+
+def _context_columns(context: str | None, available: Sequence[str]):
+    if not context:
+        return None
+    import fnmatch
+    patterns = [c.strip() for c in context.split(",") if c.strip()]
+    return [c for c in available if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_simulate(args) -> int:
+    from datasets.simulator import SimulationConfig, simulate, write_simulation
+
+    started = time.perf_counter()
+    cfg = SimulationConfig(n_rounds=args.n_rounds, n_streams=args.n_streams, slate_size=args.slate_size,
+                           n_positions=args.n_positions, seed=args.seed)
+    _progress(args)("simulating")
+    paths = write_simulation(simulate(cfg), args.out)
+    _say(args, f"simulated {cfg.n_rounds:,} decisions over {cfg.n_streams} streams (seed {cfg.seed}) "
+               f"in {time.perf_counter() - started:.1f}s")
+    for key, path in paths.items():
+        _say(args, f"  {key:<24} {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from datasets import InputError
+
+    logs, policies, rewards, _, _ = _load_for_evaluation(args.logs, args.policy or [], args.reward, args.q_hat,
+                                                         args.context, False, 0)
+    _say(args, f"OK {args.logs}: {logs.n:,} rows, {len(logs.actions):,} actions, "
+               f"rewards {', '.join(r.name for r in rewards)}, {logs.context.shape[1]} context columns")
+    for name, p in policies.items():
+        _say(args, f"OK policy {name} ({p.source}): covers every decision, probabilities sum to 1")
+    return EXIT_OK
+
+
+def _evaluation_config(args):
+    from ope import EvaluationConfig
+    return EvaluationConfig(estimators=tuple(e for e in args.estimators.split(",") if e.strip()), ci=args.ci,
+                            alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, baseline=args.baseline,
+                            n_folds=args.folds)
+
+
+def cmd_evaluate(args) -> int:
+    from ope import evaluate
+    from reports.terminal import evaluation_table
+
+    progress = _progress(args)
+    config = _evaluation_config(args)
+    config.validate()
+    logs, policies, rewards, q_hat, paths = _load_for_evaluation(
+        args.logs, args.policy, args.reward, args.q_hat, args.context, args.estimate_propensities, args.seed,
+        progress=progress)
+    result = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
+    result.provenance = _provenance({"logs": Path(args.logs), "policies": {n: p for n, p in paths.items() if p},
+                                     "q_hat": {m: Path(p.source) for m, p in q_hat.items()} or None}, args.seed)
+    document = result.to_dict()
+    protected = _protected(args.logs, *[p for p in paths.values() if p], *(args.q_hat or []))
+    _write_outputs(args, [document], protected, json_path=args.out)
+    _say(args, evaluation_table(document))
+    return EXIT_OK
+
+
+def _write_outputs(args, documents: list[dict], protected, *, json_path=None, report=None, markdown=None, junit=None):
+    from datasets.io import write_atomic, write_json
+
+    report = report or getattr(args, "report", None)
+    if json_path:
+        write_json(json_path, documents[0], protected)
+        _say(args, f"wrote {json_path}")
+    if report:
+        from reports import render_html
+        write_atomic(report, render_html(documents), protected)
+        _say(args, f"wrote {report}")
+    if markdown:
+        from reports import render_markdown
+        write_atomic(markdown, render_markdown(documents), protected)
+        _say(args, f"wrote {markdown}")
+    if junit:
+        from reports import render_junit
+        write_atomic(junit, render_junit(documents[0]), protected)
+        _say(args, f"wrote {junit}")
+
+
+def cmd_causal(args) -> int:
+    from causal import CausalConfig, run_causal_check
+    from causal.graph import parse_graph
+    from datasets import InputError, Problem
+    from datasets.io import write_atomic
+    from datasets.loading import open_dataset, read_table
+    from reports.terminal import causal_summary
+
+    progress = _progress(args)
+    split = lambda s: tuple(c.strip() for c in s.split(",") if c.strip()) if s else None  # noqa: E731
+    graph = None
+    if args.graph:
+        path = Path(args.graph)
+        if not path.is_file():
+            raise InputError(Problem(str(path), "does not exist", fix="check the --graph path"))
+        fmt = "dot" if path.suffix.lower() in {".dot", ".gv"} else "gml"
+        graph = parse_graph(path.read_text(encoding="utf-8", errors="replace"), fmt)
+    config = CausalConfig(treatment=args.treatment, outcome=args.outcome, confounders=split(args.confounders),
+                          effect_modifiers=split(args.effect_modifiers), graph=graph, estimator=args.estimator,
+                          n_folds=args.folds, alpha=args.alpha, seed=args.seed, segments=split(args.segments),
+                          learn_policy=bool(args.policy_out))
+    progress("reading logs")
+    data = read_table(args.logs, [], dataset=open_dataset(args.logs)).to_pandas()
+    result = run_causal_check(data, config, progress=progress)
+    result.provenance = _provenance({"logs": Path(args.logs), "graph": Path(args.graph) if args.graph else None},
+                                    args.seed)
+    document = result.to_dict()
+    protected = _protected(args.logs, args.graph)
+    if args.policy_out and result.policy is not None:
+        import io
+        buffer = io.BytesIO()
+        result.policy.to_parquet(buffer, index=False)
+        write_atomic(args.policy_out, buffer.getvalue(), protected)
+        _say(args, f"wrote {args.policy_out}")
+    _write_outputs(args, [document], protected, json_path=args.out)
+    _say(args, causal_summary(document))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from datasets import InputError, Problem
+
+    documents, problems = [], []
+    for item in args.results:
+        path = Path(item)
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            problems.append(Problem(str(path), "does not exist"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), f"is not a JSON result document ({exc})",
+                                    fix="pass files written by livegate evaluate, causal or gate --out"))
+    if problems:
+        raise InputError(problems)
+    from reports import document_kind
+    for path, doc in zip(args.results, documents):
+        document_kind(doc, source=path) if _accepts_source(document_kind) else document_kind(doc)
+    _write_outputs(args, documents, _protected(*args.results), report=args.out, markdown=args.markdown)
+    return EXIT_OK
+
+
+def _accepts_source(fn) -> bool:
+    import inspect
+    return "source" in inspect.signature(fn).parameters
+
+
+def cmd_gate(args) -> int:
+    from datasets.gate_config import load_gate_config
+
+    cfg = load_gate_config(args.config)
+    return run_gate(args, cfg)
+
+
+def run_gate(args, cfg) -> int:
+    from ope import EvaluationConfig, evaluate
+    from ope.gate import decide
+    from reports.terminal import gate_summary
+
+    progress = _progress(args)
+    metrics = list(dict.fromkeys(c.metric for c in cfg.criteria))
+    policy_args = [f"{c.name}={c.policy}" if c.policy else c.name for c in cfg.candidates]
+    logs, policies, rewards, q_hat, paths = _load_for_evaluation(
+        cfg.logs, policy_args, metrics, [str(cfg.q_hat)] if cfg.q_hat else None,
+        ",".join(cfg.context) if cfg.context else None, False, cfg.seed, named_rewards=cfg.rewards,
+        progress=progress)
+    config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
+                              seed=cfg.seed, baseline=cfg.baseline)
+    evaluation = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
+    inputs = {"config": cfg.source, "logs": cfg.logs, "policies": {n: p for n, p in paths.items() if p},
+              "q_hat": cfg.q_hat}
+    evaluation.provenance = _provenance({k: v for k, v in inputs.items() if k != "config"}, cfg.seed)
+    causal_doc = None
+    if cfg.causal is not None:
+        causal_doc = _run_causal_requirement(cfg, progress)
+        inputs["causal_logs"] = cfg.causal.logs
+    result = decide(evaluation, cfg, causal_doc)
+    result.evaluation = evaluation.to_dict()
+    result.causal_result = causal_doc
+    result.provenance = _provenance(inputs, cfg.seed)
+    document = result.to_dict()
+    out = {k: getattr(args, k, None) or cfg.output.get(k) for k in ("out", "report", "markdown", "junit")}
+    _write_outputs(args, [document], _protected(*cfg.inputs), json_path=out["out"], report=out["report"],
+                   markdown=out["markdown"], junit=out["junit"])
+    _say(args, gate_summary(document))
+    return result.exit_code
+
+
+def _run_causal_requirement(cfg, progress):
+    from causal import CausalConfig, run_causal_check
+    from datasets.loading import open_dataset, read_table
+
+    req = cfg.causal
+    data = read_table(req.logs, [], dataset=open_dataset(req.logs)).to_pandas()
+    config = CausalConfig(treatment=req.treatment, outcome=req.outcome, confounders=req.confounders,
+                          effect_modifiers=req.effect_modifiers, estimator=req.estimator, seed=cfg.seed,
+                          learn_policy=False)
+    progress("causal check")
+    result = run_causal_check(data, config, progress=progress)
+    result.provenance = _provenance({"logs": req.logs}, cfg.seed)
+    return result.to_dict()
+
+
+def cmd_demo(args) -> int:
+    from datasets.demo import write_demo_inputs
+    from datasets.gate_config import load_gate_config
+
+    out = Path(args.out)
+    progress = _progress(args)
+    progress("simulating live-stream logs")
+    config_path = write_demo_inputs(out, seed=args.seed, n_rounds=args.n_rounds)
+    args.report = args.report or str(out / "report.html")
+    args.out = str(out / "gate.json")
+    args.markdown = str(out / "summary.md")
+    args.junit = str(out / "junit.xml")
+    code = run_gate(args, load_gate_config(config_path))
+    _say(args, f"report: {Path(args.report).resolve()}")
+    return EXIT_OK if code in (EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE) else code
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from datasets import __version__
+
+    parser = _Parser(prog="livegate", formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Offline policy evaluation and causal analysis for live-stream recommendation.",
+                     epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()) +
+                            "\n\nexit codes: 0 ok/ship, 1 gate failed, 2 invalid input, 3 inconclusive, 4 internal error")
+    parser.add_argument("--version", action="version", version=f"livegate {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_: str):
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+        return p
+
+    p = command("simulate", "Write simulated live-stream logs, candidate policies and their exact values.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--n-rounds", type=int, default=50_000)
+    p.add_argument("--n-streams", type=int, default=200)
+    p.add_argument("--slate-size", type=int, default=8)
+    p.add_argument("--n-positions", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate)
+
+    def data_args(p, policy_required: bool):
+        p.add_argument("--logs", required=True, help="Parquet file or directory of logged feedback")
+        p.add_argument("--policy", action="append", required=policy_required, metavar="NAME=PATH",
+                       help="candidate policy (long-format Parquet); NAME alone uses the logs' pi_NAME column")
+        p.add_argument("--reward", action="append", metavar="SPEC",
+                       help="reward column or weighted sum, e.g. 'engagement=watch_seconds + 50*gift_value' "
+                            f"(repeatable; default: those of {', '.join(DEFAULT_OUTCOMES)} present)")
+        p.add_argument("--q-hat", action="append", metavar="[METRIC=]PATH", help="reward-model predictions")
+        p.add_argument("--context", help="context columns, comma-separated, globs allowed (default: x_*)")
+
+    p = command("validate", "Check logs, policies and predictions against the data contract; list every problem.")
+    data_args(p, policy_required=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = command("evaluate", "Estimate candidate policies' values with intervals, diagnostics and the paired "
+                            "difference to the baseline.")
+    data_args(p, policy_required=True)
+    p.add_argument("--estimators", default="ips,snips,dr", help="comma-separated, e.g. ips:clip=50,snips,dr,switch-dr:tau=10")
+    p.add_argument("--ci", default="normal", help="normal | bootstrap | bernstein")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
+    p.add_argument("--baseline", default="logging")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--estimate-propensities", action="store_true",
+                   help="the logs have no propensities: estimate them from the context (marked in the results)")
+    p.add_argument("--out", help="result JSON (livegate.evaluation/1)")
+    p.add_argument("--report", help="HTML report")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = command("causal", "Estimate the recommendation's causal effect (DoWhy + EconML) with refutations and "
+                          "effects by segment.")
+    p.add_argument("--logs", required=True)
+    p.add_argument("--treatment", required=True)
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--confounders", help="comma-separated (default: the live-stream graph's, as present)")
+    p.add_argument("--effect-modifiers", help="comma-separated")
+    p.add_argument("--graph", help="causal graph file (.gml or .dot) replacing the default")
+    p.add_argument("--segments", help="comma-separated columns to report effects by")
+    p.add_argument("--estimator", default="linear_dml", help="linear_dml | causal_forest | dr_learner")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy-out", help="write the learned 'recommend where it helps' policy (long-format Parquet)")
+    p.add_argument("--out", help="result JSON (livegate.causal/1)")
+    p.add_argument("--report", help="HTML report")
+    p.set_defaults(func=cmd_causal)
+
+    p = command("report", "Render result documents (evaluation, causal, gate) into one self-contained HTML report.")
+    p.add_argument("results", nargs="+", metavar="RESULT.json")
+    p.add_argument("--out", required=True, help="HTML file")
+    p.add_argument("--markdown", help="also write a Markdown summary")
+    p.set_defaults(func=cmd_report)
+
+    p = command("gate", "Decide whether candidates may ship (exit 0 pass, 1 fail, 3 inconclusive).")
+    p.add_argument("--config", required=True, help="gate.toml")
+    p.add_argument("--out", help="gate result JSON (livegate.gate/1)")
+    p.add_argument("--report", help="HTML report")
+    p.add_argument("--markdown", help="Markdown summary")
+    p.add_argument("--junit", help="JUnit XML")
+    p.set_defaults(func=cmd_gate)
+
+    p = command("demo", "Simulate, evaluate, run the causal check, gate and write the report, in one go.")
+    p.add_argument("--out", default="livegate-demo", help="output directory (default: livegate-demo)")
+    p.add_argument("--n-rounds", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        from datasets import InputError
+    except Exception:  # pragma: no cover - a broken install is a bug
+        traceback.print_exc()
+        return EXIT_BUG
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return EXIT_INPUT
+        return args.func(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    except InputError as exc:
+        if debug:
+            traceback.print_exc()
+        problems = exc.problems
+        print(f"livegate: invalid input ({len(problems)} problem{'s' if len(problems) != 1 else ''}):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("livegate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        if debug:
+            traceback.print_exc()
+        print(f"livegate: internal error: {type(exc).__name__}: {exc}. This is a bug; "
+              "rerun with --debug for the traceback.", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""gate.toml (DESIGN.md section 4): parsed and validated into a `GateConfig`, paths relative to the file."""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError, Problem
+from .rewards import RewardSpec, parse_reward
+
+RULES = ("improves", "non_inferior")
+OUTPUT_KEYS = ("out", "report", "markdown", "junit")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    metric: str
+    rule: str
+    threshold: float          # min_effect for improves, margin for non_inferior (as given)
+    relative: bool = False
+
+    def bound(self, baseline_value: float) -> float:
+        """The value the paired difference's interval is compared with."""
+        raw = self.threshold if self.rule == "improves" else -self.threshold
+        return raw * abs(baseline_value) if self.relative else raw
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    policy: Path | None        # None: compact form (pi_<NAME> columns of the logs)
+
+
+@dataclass(frozen=True)
+class CausalRequirement:
+    treatment: str
+    outcome: str
+    logs: Path
+    confounders: tuple[str, ...] | None = None
+    effect_modifiers: tuple[str, ...] | None = None
+    estimator: str = "linear_dml"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    source: Path
+    logs: Path
+    candidates: tuple[Candidate, ...]
+    criteria: tuple[Criterion, ...]
+    rewards: dict[str, RewardSpec]
+    estimator: str = "snips"
+    alpha: float = 0.05
+    ci: str = "normal"
+    seed: int = 0
+    n_boot: int = 1000
+    baseline: str = "logging"
+    q_hat: Path | None = None
+    context: tuple[str, ...] | None = None
+    min_ess: float = 0.0
+    max_unsupported_mass: float = 1.0
+    causal: CausalRequirement | None = None
+    output: dict[str, Path] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[Path]:
+        paths = [self.source, self.logs, *(c.policy for c in self.candidates if c.policy), self.q_hat]
+        if self.causal:
+            paths.append(self.causal.logs)
+        return [p for p in paths if p is not None]
+
+
+def load_gate_config(path: str | Path) -> GateConfig:
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise InputError(Problem(src, "does not exist", fix="check the --config path"))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(Problem(src, f"is not valid TOML ({exc})", fix="fix the syntax at that line")) from None
+    return parse_gate_config(raw, path)
+
+
+def parse_gate_config(raw: dict, path: Path) -> GateConfig:
+    src, base = str(path), path.parent
+    problems: list[Problem] = []
+
+    def table(name: str) -> dict:
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            problems.append(Problem(src, f"[{name}] must be a table"))
+            return {}
+        return value
+
+    def get(tbl: dict, section: str, key: str, types, default=None, required=False):
+        if key not in tbl:
+            if required:
+                problems.append(Problem(src, f"[{section}] is missing the key '{key}'"))
+            return default
+        value = tbl[key]
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            problems.append(Problem(src, f"[{section}] {key} = {value!r} has the wrong type"))
+            return default
+        return value
+
+    known = {"data", "evaluation", "candidate", "criterion", "diagnostics", "causal", "output", "rewards"}
+    for key in raw:
+        if key not in known:
+            problems.append(Problem(src, f"unknown table [{key}]", fix=f"use only {', '.join(sorted(known))}"))
+
+    data, evaluation, diagnostics, output = table("data"), table("evaluation"), table("diagnostics"), table("output")
+    logs = get(data, "data", "logs", str, required=True)
+    q_hat = get(data, "data", "q_hat", str)
+    context = get(data, "data", "context", list)
+
+    rewards: dict[str, RewardSpec] = {}
+    for name, expr in table("rewards").items():
+        if not isinstance(expr, str):
+            problems.append(Problem(src, f"[rewards] {name} must be a string expression"))
+            continue
+        try:
+            rewards[name] = parse_reward(f"{name}={expr}", source=src)
+        except InputError as exc:
+            problems.extend(exc.problems)
+
+    candidates = []
+    raw_candidates = raw.get("candidate", [])
+    if not isinstance(raw_candidates, list) or not raw_candidates:
+        problems.append(Problem(src, "has no [[candidate]]", fix="add [[candidate]] with name and policy"))
+        raw_candidates = []
+    for i, cand in enumerate(raw_candidates):
+        name = get(cand, f"candidate {i + 1}", "name", str, required=True)
+        policy = get(cand, f"candidate {i + 1}", "policy", str)
+        if name:
+            candidates.append(Candidate(name=name, policy=(base / policy) if policy else None))
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        problems.append(Problem(src, "lists a candidate name twice"))
+
+    criteria = []
+    raw_criteria = raw.get("criterion", [])
+    if not isinstance(raw_criteria, list) or not raw_criteria:
+        problems.append(Problem(src, "has no [[criterion]]", fix="add [[criterion]] with metric and rule"))
+        raw_criteria = []
+    for i, crit in enumerate(raw_criteria):
+        section = f"criterion {i + 1}"
+        metric = get(crit, section, "metric", str, required=True)
+        rule = get(crit, section, "rule", str, required=True)
+        if rule is not None and rule not in RULES:
+            problems.append(Problem(src, f"[{section}] rule '{rule}' is unknown", fix=f"use {' or '.join(RULES)}"))
+            continue
+        key = "min_effect" if rule == "improves" else "margin"
+        threshold = get(crit, section, key, (int, float), default=0.0)
+        if rule == "non_inferior" and key not in crit:
+            problems.append(Problem(src, f"[{section}] non_inferior needs a margin"))
+        relative = get(crit, section, "relative", bool, default=False)
+        if threshold is not None and (not math.isfinite(threshold) or (rule == "non_inferior" and threshold < 0)):
+            problems.append(Problem(src, f"[{section}] {key} = {threshold} is not a valid threshold"))
+        if metric and rule in RULES:
+            criteria.append(Criterion(metric=metric, rule=rule, threshold=float(threshold or 0.0), relative=relative))
+
+    alpha = get(evaluation, "evaluation", "alpha", (int, float), default=0.05)
+    if alpha is not None and not 0 < alpha < 1:
+        problems.append(Problem(src, f"[evaluation] alpha = {alpha} is not in (0, 1)"))
+    min_ess = get(diagnostics, "diagnostics", "min_ess", (int, float), default=0)
+    max_unsupported = get(diagnostics, "diagnostics", "max_unsupported_mass", (int, float), default=1.0)
+
+    causal = None
+    if "causal" in raw:
+        ctab = table("causal")
+        required = get(ctab, "causal", "required", bool, default=True)
+        treatment = get(ctab, "causal", "treatment", str, required=required)
+        outcome = get(ctab, "causal", "outcome", str, required=required)
+        clogs = get(ctab, "causal", "logs", str, default=logs)
+        confounders = get(ctab, "causal", "confounders", list)
+        modifiers = get(ctab, "causal", "effect_modifiers", list)
+        estimator = get(ctab, "causal", "estimator", str, default="linear_dml")
+        if required and treatment and outcome and clogs:
+            causal = CausalRequirement(treatment=treatment, outcome=outcome, logs=base / clogs,
+                                       confounders=tuple(confounders) if confounders else None,
+                                       effect_modifiers=tuple(modifiers) if modifiers else None,
+                                       estimator=estimator)
+
+    outputs = {}
+    for key, value in output.items():
+        if key == "json":
+            key = "out"
+        if key not in OUTPUT_KEYS or not isinstance(value, str):
+            problems.append(Problem(src, f"[output] {key} is not one of {', '.join(OUTPUT_KEYS)} (as a path)"))
+            continue
+        outputs[key] = base / value
+
+    if problems:
+        raise InputError(problems)
+    return GateConfig(
+        source=path, logs=base / logs, candidates=tuple(candidates), criteria=tuple(criteria), rewards=rewards,
+        estimator=get(evaluation, "evaluation", "estimator", str, default="snips"), alpha=float(alpha),
+        ci=get(evaluation, "evaluation", "ci", str, default="normal"),
+        seed=int(get(evaluation, "evaluation", "seed", int, default=0)),
+        n_boot=int(get(evaluation, "evaluation", "n_boot", int, default=1000)),
+        baseline=get(evaluation, "evaluation", "baseline", str, default="logging"),
+        q_hat=(base / q_hat) if q_hat else None, context=tuple(context) if context else None,
+        min_ess=float(min_ess), max_unsupported_mass=float(max_unsupported), causal=causal,
+        output=outputs, raw=raw)

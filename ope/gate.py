@@ -1,0 +1,156 @@
+"""The ship decision (DESIGN.md section 4): paired differences against thresholds, Holm-adjusted.
+
+Each criterion's interval of (candidate - baseline) is compared with its threshold: pass when the
+whole interval lies above, fail when the whole interval lies below, inconclusive otherwise.
+Multiplicity over all candidate x criterion tests is controlled with Holm's step-down procedure
+(Holm 1979): tests are taken in order of their p-values and the k-th (from 0) is judged with an
+interval at level 1 - alpha / (m - k); at the first test that cannot be decided, it and every later
+test are inconclusive. A candidate whose diagnostics miss the thresholds is inconclusive on every
+criterion; invalid data never reaches this point (it is an input error), and degenerate intervals
+(zero or undefined standard error) are inconclusive, so a gate never passes on them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from scipy import stats
+
+from datasets.errors import InputError, Problem
+from datasets.gate_config import GateConfig
+
+from .evaluate import EvaluationResult
+
+SCHEMA = "livegate.gate/1"
+EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
+
+
+@dataclass
+class GateResult:
+    decision: str
+    candidates: list[dict]
+    multiplicity: dict
+    config: GateConfig
+    causal: dict | None = None
+    evaluation: dict | None = None
+    causal_result: dict | None = None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.decision]
+
+    def to_dict(self) -> dict:
+        doc = {"schema": SCHEMA, "decision": self.decision, "exit_code": self.exit_code,
+               "baseline": self.config.baseline, "estimator": self.config.estimator, "alpha": self.config.alpha,
+               "ci": self.config.ci, "multiplicity": self.multiplicity, "candidates": self.candidates,
+               "causal": self.causal, "evaluation": self.evaluation, "causal_result": self.causal_result,
+               "config": self.config.raw}
+        doc.update(self.provenance)
+        return doc
+
+
+def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
+    failures = []
+    if diag["ess"] < cfg.min_ess:
+        failures.append(f"effective sample size {diag['ess']:,.0f} < min_ess {cfg.min_ess:,.0f}")
+    if diag["unsupported_mass"] > cfg.max_unsupported_mass:
+        failures.append(f"unsupported mass {diag['unsupported_mass']:.3f} > max_unsupported_mass "
+                        f"{cfg.max_unsupported_mass:.3f}")
+    return failures
+
+
+def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = None) -> GateResult:
+    """Apply the gate's criteria to an evaluation (and optionally a causal result document)."""
+    estimator, base = cfg.estimator, cfg.baseline
+    metrics = evaluation.metrics
+    problems = [Problem(str(cfg.source), f"criterion metric '{c.metric}' was not evaluated",
+                        fix=f"use one of {', '.join(metrics)} or define it under [rewards]")
+                for c in cfg.criteria if c.metric not in metrics]
+    if problems:
+        raise InputError(problems)
+
+    tests = []  # every candidate x criterion, with what Holm needs
+    candidates = []
+    for cand in cfg.candidates:
+        diag = metrics[cfg.criteria[0].metric][cand.name].diagnostics
+        failures = _diagnostic_failures(diag, cfg)
+        entry = {"name": cand.name, "decision": None,
+                 "diagnostics": {"ok": not failures, "failures": failures, "ess": diag["ess"],
+                                 "unsupported_mass": diag["unsupported_mass"], "n": diag["n"]},
+                 "criteria": []}
+        for crit in cfg.criteria:
+            result = metrics[crit.metric][cand.name]
+            if estimator not in result.estimates:
+                raise InputError(Problem(str(cfg.source), f"estimator '{estimator}' has no estimate for "
+                                         f"'{cand.name}' on {crit.metric}", fix="see the evaluation's warnings"))
+            point = result.vs_baseline[estimator]
+            baseline_value = metrics[crit.metric][base].estimates[estimator]["value"]
+            threshold = crit.bound(baseline_value)
+            se = point["se"]
+            degenerate = not (se is not None and math.isfinite(se) and se > 0)
+            p = 1.0 if degenerate else float(2 * stats.norm.sf(abs(point["difference"] - threshold) / se))
+            row = {"metric": crit.metric, "rule": crit.rule, "threshold": threshold, "relative": crit.relative,
+                   "difference": point["difference"], "baseline_value": baseline_value, "p_value": p}
+            entry["criteria"].append(row)
+            tests.append((p, row, failures, degenerate, cand.name, crit))
+        candidates.append(entry)
+
+    m = len(tests)
+    stopped = False
+    for k, (p, row, failures, degenerate, name, crit) in enumerate(sorted(tests, key=lambda t: t[0])):
+        level_alpha = cfg.alpha / (m - k)
+        iv = evaluation.engines[crit.metric].difference(name, base, estimator, level_alpha)
+        row.update(ci_low=iv.ci_low, ci_high=iv.ci_high, confidence=1 - level_alpha, ci_method=iv.method)
+        thr = row["threshold"]
+        if failures:
+            row.update(decision="inconclusive", reason="diagnostics: " + "; ".join(failures))
+        elif degenerate:
+            row.update(decision="inconclusive", reason="degenerate data: the difference has no variance")
+        elif stopped:
+            row.update(decision="inconclusive", reason=f"Holm: an earlier test could not be decided; "
+                                                        f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] vs {thr:.4g}")
+        elif iv.ci_low > thr:
+            row.update(decision="pass", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] lies above {thr:.4g}")
+        elif iv.ci_high < thr:
+            row.update(decision="fail", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] lies below {thr:.4g}")
+        else:
+            row.update(decision="inconclusive", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] contains {thr:.4g}")
+        if row["decision"] == "inconclusive" and not failures:
+            stopped = True  # Holm's step-down stops at the first hypothesis it cannot reject
+
+    for entry in candidates:
+        entry["decision"] = _combine(c["decision"] for c in entry["criteria"])
+    causal_check = _causal_check(causal, cfg) if cfg.causal is not None else None
+    decisions = [c["decision"] for c in candidates] + ([causal_check["decision"]] if causal_check else [])
+    multiplicity = {"method": "holm", "n_tests": m,
+                    "note": f"{m} tests (candidates x criteria) at family-wise level {cfg.alpha}: the k-th smallest "
+                            f"p-value is judged with a {1 - cfg.alpha:.0%}/(m-k) interval (Holm 1979)."}
+    return GateResult(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
+                      config=cfg, causal=causal_check)
+
+
+def _combine(decisions) -> str:
+    decisions = list(decisions)
+    if "fail" in decisions:
+        return "fail"
+    if "inconclusive" in decisions or not decisions:
+        return "inconclusive"
+    return "pass"
+
+
+def _causal_check(causal: dict | None, cfg: GateConfig) -> dict:
+    """The recommendation's effect must be estimated, positive (interval above 0) and survive every refutation."""
+    req = cfg.causal
+    base = {"required": True, "outcome": req.outcome, "treatment": req.treatment}
+    if not causal or not causal.get("ate") or causal["ate"].get("ci_low") is None:
+        return {**base, "decision": "fail", "reason": "the causal effect could not be estimated"}
+    ate = causal["ate"]
+    failed = [r["name"] for r in causal.get("refutations", []) if not r.get("passed")]
+    if failed:
+        return {**base, "decision": "fail", "ate": ate, "reason": f"refutations failed: {', '.join(failed)}"}
+    if ate["ci_low"] <= 0:
+        return {**base, "decision": "fail", "ate": ate,
+                "reason": f"the effect's interval [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] does not lie above 0"}
+    return {**base, "decision": "pass", "ate": ate,
+            "reason": f"effect {ate['value']:.4g} [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] and every refutation passed"}
