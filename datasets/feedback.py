@@ -37,6 +37,7 @@ class LoggedData:
     timestamp: np.ndarray | None = None       # datetime64[us] (UTC) or None
     context: pd.DataFrame = field(default_factory=pd.DataFrame)   # reward-model / causal features
     extra: dict[str, np.ndarray] = field(default_factory=dict)    # compact-form pi_/qpi_/q_hat, category columns
+    action_features: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per action code (a_* columns)
     propensity_source: str = "logged"
 
     @property
@@ -56,7 +57,23 @@ class LoggedData:
         return self.decision_code * self.n_positions + pos
 
 
+def _dense_int_range(values: np.ndarray, size: int) -> tuple[int, int] | None:
+    """(min, max) when `values` are integers spanning a range at most twice `size` (ids 0..n-1, stream ids)."""
+    if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
+        return None
+    low, high = int(values.min()), int(values.max())
+    return (low, high) if high - low < 2 * size + 1024 else None
+
+
 def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes 0..k-1 of `values` and the sorted distinct values (uniques[code] == value)."""
+    dense = _dense_int_range(values, len(values))
+    if dense is not None:  # O(n) by direct addressing instead of hashing
+        low, high = dense
+        present = np.zeros(high - low + 1, dtype=bool)
+        present[values - low] = True
+        code_of = np.cumsum(present) - 1
+        return code_of[values - low].astype(np.int64), np.flatnonzero(present).astype(values.dtype) + low
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), np.asarray(uniques)
 
@@ -65,6 +82,13 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Codes of `values` in the sorted `uniques` (-1 when absent), vectorised."""
     if uniques.size == 0:
         return np.full(len(values), -1, dtype=np.int64)
+    dense = _dense_int_range(uniques, len(uniques))
+    if dense is not None and np.issubdtype(values.dtype, np.integer):
+        low, high = dense
+        code_of = np.full(high - low + 1, -1, dtype=np.int64)
+        code_of[uniques - low] = np.arange(len(uniques))
+        inside = (values >= low) & (values <= high)
+        return np.where(inside, code_of[np.clip(values - low, 0, high - low)], -1)
     try:
         idx = np.searchsorted(uniques, values)
     except TypeError:  # mixed types (int logs, string policy): nothing matches
@@ -103,12 +127,15 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
     outcome_cols = list(dict.fromkeys(c for spec in rewards for c in spec.columns))
     ctx_cols = list(context) if context is not None else \
         (schema.context_columns(available, exclude=tuple(outcome_cols) + tuple(extra)) if need_context else [])
+    import fnmatch
+    act_cols = [c for c in available if need_context and c not in outcome_cols and c not in ctx_cols
+                and any(fnmatch.fnmatchcase(c, p) for p in schema.action_features)]
     required = [schema.action, *outcome_cols, *extra, *ctx_cols]
     if need_propensity:
         required.append(schema.propensity)
     if need_decision_id:
         required.append(schema.decision_id)
-    optional = [schema.position, schema.timestamp, schema.decision_id, *optional_extra]
+    optional = [schema.position, schema.timestamp, schema.decision_id, *optional_extra, *act_cols]
     if not need_propensity:
         optional.append(schema.propensity)
     problems: list[Problem] = []
@@ -182,12 +209,16 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         timestamp = ts.cast(pa.timestamp("us", tz=ts.type.tz)).to_numpy(zero_copy_only=False)
     ctx = table.select(ctx_cols).to_pandas() if ctx_cols else pd.DataFrame(index=range(table.num_rows))
     extras = {c: _float(table.column(c)) for c in [*extra, *optional_extra] if c in table.column_names}
+    # stream features: the value at each action's first logged row (they describe the stream, not the row)
+    _, first_row = np.unique(action_code, return_index=True)
+    act_cols = [c for c in act_cols if v._is_numeric(table.column(c).type)]
+    action_features = pd.DataFrame({c: _float(table.column(c))[first_row] for c in act_cols})
     return LoggedData(
         source=source, action=action, action_code=action_code, actions=actions,
         propensity=propensity if propensity is not None else np.full(table.num_rows, np.nan),
         outcomes={c: _float(table.column(c)) for c in outcome_cols},
         decision_code=decision_code, decision_ids=decision_ids, position=position, timestamp=timestamp,
-        context=ctx, extra=extras,
+        context=ctx, extra=extras, action_features=action_features,
         propensity_source="logged" if propensity is not None else "missing")
 
 
@@ -214,12 +245,21 @@ class PolicyTable:
 
 def _map_rows(logs: LoggedData, decision_values: np.ndarray, position: np.ndarray | None) -> np.ndarray:
     """Log row of each (decision, position) of another table; -1 where the logs have none."""
-    dec = _lookup(logs.decision_ids, decision_values)
     n_pos = logs.n_positions
+    ids = logs.decision_ids
+    if (position is None and n_pos == 1 and np.issubdtype(ids.dtype, np.integer)
+            and np.issubdtype(decision_values.dtype, np.integer) and int(ids[-1]) - int(ids[0]) == len(ids) - 1
+            and np.array_equal(logs.decision_code[:: max(1, logs.n // 1000)],
+                               np.arange(0, logs.n, max(1, logs.n // 1000)))
+            and np.all(logs.decision_code[1:] > logs.decision_code[:-1])):
+        # logs ordered by consecutive integer ids (the common export): the row is the id's offset
+        offset = decision_values - int(ids[0])
+        return np.where((offset >= 0) & (offset < logs.n), offset, -1)
+    dec = _lookup(ids, decision_values)
     pos = np.zeros(len(dec), dtype=np.int64) if position is None else position
     ok = (dec >= 0) & (pos >= 0) & (pos < n_pos)
     key = np.where(ok, dec * n_pos + pos, -1)
-    row_of_key = np.full(len(logs.decision_ids) * n_pos, -1, dtype=np.int64)
+    row_of_key = np.full(len(ids) * n_pos, -1, dtype=np.int64)
     row_of_key[logs.row_key()] = np.arange(logs.n, dtype=np.int64)
     return np.where(ok, row_of_key[np.maximum(key, 0)], -1)
 
@@ -329,6 +369,8 @@ def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
         raise InputError(problems)
     n_actions = len(logs.actions)
     key = row * n_actions + action_code
+    if key.size > 1 and np.all(key[1:] >= key[:-1]):  # files written in decision order need no sort
+        return RewardPredictions(source=str(path), keys=key, values=values, n_actions=n_actions)
     order = np.argsort(key, kind="stable")
     return RewardPredictions(source=str(path), keys=key[order], values=values[order], n_actions=n_actions)
 

@@ -22,6 +22,8 @@ class LogSchema:
     session_id: str = "session_id"
     #: glob patterns selecting the context columns (DESIGN: by default `x_*`)
     context: tuple[str, ...] = ("x_*",)
+    #: glob patterns selecting features of the shown stream (constant per action), e.g. `a_category`
+    action_features: tuple[str, ...] = ("a_*",)
 
     def context_columns(self, available: list[str], exclude: tuple[str, ...] = ()) -> list[str]:
         """Columns matching the context patterns, in file order, never an outcome or key column."""

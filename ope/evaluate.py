@@ -160,7 +160,8 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
         return None, {}, None
     fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward,
                            {name: (p.row, p.action_code) for name, p in long_form.items()},
-                           groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed)
+                           groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed,
+                           action_features=logs.action_features)
     q_pi = {name: long_form[name].expected(fit.q_policy[name], logs.n) for name in long_form}
     q_pi[LOGGING_POLICY] = fit.q_logged
     return fit.q_logged, q_pi, fit.quality

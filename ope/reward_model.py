@@ -49,20 +49,27 @@ def _is_binary(y: np.ndarray) -> bool:
 
 def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: int, reward: np.ndarray,
                      policies: Mapping[str, tuple[np.ndarray, np.ndarray]], groups: np.ndarray | None,
-                     n_folds: int = 3, seed: int = 0) -> RewardModelFit:
-    """Cross-fit HistGradientBoosting on (context, action) and predict out of fold.
+                     n_folds: int = 3, seed: int = 0,
+                     action_features: pd.DataFrame | None = None) -> RewardModelFit:
+    """Cross-fit HistGradientBoosting on (context, action, action features) and predict out of fold.
 
     `policies` maps a name to (row, action_code) arrays of that policy's rows; `groups` are
-    decision codes so that all positions of a decision share a fold.
+    decision codes so that all positions of a decision share a fold; `action_features` has one
+    row per action code (stream features such as category and popularity), which lets the model
+    share strength across streams instead of learning each stream id on its own.
     """
     x_ctx, categorical = encode_context(context)
+    x_act = np.zeros((n_actions, 0))
+    act_categorical: list[bool] = []
+    if action_features is not None and action_features.shape[1]:
+        x_act, act_categorical = encode_context(action_features)
     action_is_categorical = n_actions <= _MAX_CATEGORIES
-    cat_mask = [*categorical, action_is_categorical]
+    cat_mask = [*categorical, action_is_categorical, *act_categorical]
     binary = _is_binary(reward)
     n = len(reward)
 
     def features(rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        return np.column_stack([x_ctx[rows], actions.astype(np.float64)])
+        return np.column_stack([x_ctx[rows], actions.astype(np.float64), x_act[actions]])
 
     rng = np.random.default_rng(seed)
     unit = groups if groups is not None else np.arange(n)

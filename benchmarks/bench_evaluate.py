@@ -1,0 +1,137 @@
+"""Speed and memory of `livegate evaluate` at scale, next to the floor (and obp where it installs).
+
+Usage: python benchmarks/bench_evaluate.py [--n-rows 10000000] [--workdir benchmarks/data]
+
+Data: n logged rows over 50 streams, two candidate policies listing 3 actions per decision
+(long-format Parquet), and q-hat predictions for every (decision, action) any policy lists plus
+the logged action. Measured:
+  floor      pyarrow reads the same columns + one NumPy weighted mean (IPS of one policy)
+  livegate   `livegate evaluate` end to end (ips, snips, dr; normal intervals; two policies; q-hat
+             given; JSON written) in a subprocess, wall time and peak RSS
+  bootstrap  1,000 Poisson-bootstrap resamples of ips, snips, dr for two policies at 1e6 rows
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_ACTIONS, K = 50, 3
+
+
+def make_data(n: int, workdir: Path, seed: int = 0) -> None:
+    """Synthetic logs: uniform-ish logging over 50 streams; candidates put mass on 3 streams each."""
+    rng = np.random.default_rng(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    decision = np.arange(n, dtype=np.int64)
+    action = rng.integers(0, N_ACTIONS, n)
+    propensity = np.full(n, 1.0 / N_ACTIONS)
+    mean = 20 + 2 * (action % 7)
+    reward = rng.exponential(mean)
+    pq.write_table(pa.table({"decision_id": decision, "action": action, "propensity": propensity,
+                             "watch_seconds": reward}), workdir / "logs.parquet", row_group_size=1 << 20)
+    q_actions = [action[:, None]]
+    for name, shift in (("cand_a", 1), ("cand_b", 2)):
+        # three distinct streams per decision, chosen from the (unlogged) context, not the logged action
+        base = rng.integers(0, N_ACTIONS, n)
+        acts = (base[:, None] + np.arange(K)[None, :] * shift) % N_ACTIONS
+        probs = np.tile(np.array([0.6, 0.3, 0.1]), (n, 1))
+        pq.write_table(pa.table({"decision_id": np.repeat(decision, K), "action": acts.ravel(),
+                                 "prob": probs.ravel()}), workdir / f"{name}.parquet", row_group_size=1 << 20)
+        q_actions.append(acts)
+    allq = np.concatenate(q_actions, axis=1)  # (n, 7) with repeats
+    allq.sort(axis=1)
+    keep = np.ones_like(allq, dtype=bool)
+    keep[:, 1:] = allq[:, 1:] != allq[:, :-1]
+    rows = np.repeat(decision, allq.shape[1])[keep.ravel()]
+    acts = allq.ravel()[keep.ravel()]
+    q = 20 + 2 * (acts % 7) + 0.0
+    pq.write_table(pa.table({"decision_id": rows, "action": acts, "q_hat": q}), workdir / "q_hat.parquet",
+                   row_group_size=1 << 20)
+
+
+def floor(workdir: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    logs = pq.read_table(workdir / "logs.parquet", columns=["decision_id", "action", "propensity", "watch_seconds"])
+    nbytes = logs.nbytes
+    for name in ("cand_a", "cand_b"):
+        pol = pq.read_table(workdir / f"{name}.parquet", columns=["decision_id", "action", "prob"])
+        nbytes += pol.nbytes
+    qh = pq.read_table(workdir / "q_hat.parquet", columns=["decision_id", "action", "q_hat"])
+    nbytes += qh.nbytes
+    # plain NumPy: this file lists K rows per decision in order, so the logged action's prob is a compare
+    acts = pol.column("action").to_numpy().reshape(-1, K)
+    probs = pol.column("prob").to_numpy().reshape(-1, K)
+    logged = logs.column("action").to_numpy()
+    pi = np.sum(np.where(acts == logged[:, None], probs, 0.0), axis=1)
+    w = pi / logs.column("propensity").to_numpy()
+    value = float(np.mean(w * logs.column("watch_seconds").to_numpy()))
+    assert np.isfinite(value)
+    return time.perf_counter() - start, nbytes
+
+
+def run_livegate(workdir: Path) -> tuple[float, float]:
+    cmd = [sys.executable, str(ROOT / "cli.py"), "--quiet", "evaluate", "--logs", str(workdir / "logs.parquet"),
+           "--policy", f"cand_a={workdir / 'cand_a.parquet'}", "--policy", f"cand_b={workdir / 'cand_b.parquet'}",
+           "--q-hat", str(workdir / "q_hat.parquet"), "--reward", "watch_seconds", "--estimators", "ips,snips,dr",
+           "--ci", "normal", "--out", str(workdir / "result.json")]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak_kib * 1024
+
+
+def bench_bootstrap(n: int = 1_000_000, n_boot: int = 1000) -> float:
+    from ope.estimators import RowInputs, dr, ips, snips
+    from ope.inference import bootstrap_replicates
+    rng = np.random.default_rng(1)
+    terms = []
+    for _ in range(2):
+        w = rng.exponential(size=n)
+        r = rng.exponential(30, size=n)
+        q = np.full(n, 30.0)
+        x = RowInputs(reward=r, weight=w, q_logged=q, q_pi=q)
+        terms += [ips(x), snips(x), dr(x)]
+    start = time.perf_counter()
+    bootstrap_replicates(terms, n_boot, seed=0)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n-rows", type=int, default=10_000_000)
+    parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "data"))
+    parser.add_argument("--skip-generate", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    if not args.skip_generate:
+        t = time.perf_counter()
+        make_data(args.n_rows, workdir)
+        print(f"generated {args.n_rows:,} rows in {time.perf_counter() - t:.1f}s")
+    floor_s, nbytes = floor(workdir)
+    floor_s = min(floor_s, floor(workdir)[0])  # warm cache for both sides
+    lg_s, peak = run_livegate(workdir)
+    print(f"floor (pyarrow read + NumPy IPS)  {floor_s:7.2f} s   columns read {nbytes / 2**30:.2f} GiB")
+    print(f"livegate evaluate end to end     {lg_s:7.2f} s   ({lg_s / floor_s:.1f}x floor)   "
+          f"peak RSS {peak / 2**30:.2f} GiB ({peak / nbytes:.1f}x columns)")
+    try:
+        import obp  # noqa: F401
+        print("obp installed: compare with benchmarks/README (not automated)")
+    except ImportError:
+        print("obp: not installable here (obp 0.5.7 requires Python < 3.11 and torch 1.12); not run")
+    print(f"bootstrap 1,000 resamples x 6 estimators at 1e6 rows  {bench_bootstrap():.2f} s")
+
+
+if __name__ == "__main__":
+    main()
