@@ -1,0 +1,125 @@
+"""`livegate gate`: the documented exit codes on simulator scenarios, Holm, and bad configs."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import cli
+from datasets.gate_config import Criterion, load_gate_config
+from datasets.simulator import SimulationConfig, simulate, write_simulation
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gate-sim")
+    write_simulation(simulate(SimulationConfig(n_rounds=20_000, seed=3)), out)
+    return out
+
+
+def _config(directory: Path, candidates: list[str], criteria: str, diagnostics: str = "", extra: str = "") -> Path:
+    text = '[data]\nlogs = "logs.parquet"\n[evaluation]\nestimator = "snips"\nalpha = 0.05\n'
+    for name in candidates:
+        text += f'[[candidate]]\nname = "{name}"\npolicy = "policies/{name}.parquet"\n'
+    text += criteria + diagnostics + extra
+    path = directory / f"gate-{'-'.join(candidates)}-{abs(hash(criteria + diagnostics)) % 10**6}.toml"
+    path.write_text(text)
+    return path
+
+
+IMPROVES_WATCH = '[[criterion]]\nmetric = "watch_seconds"\nrule = "improves"\nmin_effect = 0.0\n'
+
+
+def _gate(config: Path, *extra: str) -> int:
+    return cli.main(["--quiet", "gate", "--config", str(config), *extra])
+
+
+def test_clearly_better_candidate_passes(sim_dir, tmp_path, capsys):
+    out = tmp_path / "gate.json"
+    junit = tmp_path / "junit.xml"
+    code = _gate(_config(sim_dir, ["better"], IMPROVES_WATCH), "--out", str(out), "--junit", str(junit))
+    assert code == 0, capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "livegate.gate/1" and doc["decision"] == "pass" and doc["exit_code"] == 0
+    crit = doc["candidates"][0]["criteria"][0]
+    assert crit["ci_low"] > 0 and crit["decision"] == "pass"
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert len(cases) == 1
+
+
+def test_clearly_worse_candidate_fails(sim_dir):
+    assert _gate(_config(sim_dir, ["worse"], IMPROVES_WATCH)) == 1
+
+
+def test_poor_overlap_with_high_min_ess_is_inconclusive(sim_dir, tmp_path):
+    out = tmp_path / "gate.json"
+    config = _config(sim_dir, ["greedy"], IMPROVES_WATCH, "[diagnostics]\nmin_ess = 5000\n")
+    assert _gate(config, "--out", str(out)) == 3
+    cand = json.loads(out.read_text())["candidates"][0]
+    assert not cand["diagnostics"]["ok"] and cand["diagnostics"]["ess"] < 5000
+    assert cand["criteria"][0]["decision"] == "inconclusive"
+
+
+def test_several_candidates_use_holm_levels(sim_dir, tmp_path):
+    out = tmp_path / "gate.json"
+    criteria = IMPROVES_WATCH + '[[criterion]]\nmetric = "click"\nrule = "non_inferior"\nmargin = 0.05\nrelative = true\n'
+    code = _gate(_config(sim_dir, ["better", "worse"], criteria), "--out", str(out))
+    doc = json.loads(out.read_text())
+    assert code == 1 and doc["multiplicity"] == {**doc["multiplicity"], "method": "holm", "n_tests": 4}
+    rows = sorted((c for cand in doc["candidates"] for c in cand["criteria"]), key=lambda c: c["p_value"])
+    # Holm: the k-th smallest p-value is judged at level alpha / (m - k)
+    for k, row in enumerate(rows):
+        if row["reason"].startswith("diagnostics"):
+            continue
+        assert row["confidence"] == pytest.approx(1 - 0.05 / (4 - k))
+    decisions = {c["name"]: c["decision"] for c in doc["candidates"]}
+    assert decisions == {"better": "pass", "worse": "fail"}
+
+
+def test_relative_margin_scales_with_the_baseline():
+    crit = Criterion(metric="click", rule="non_inferior", threshold=0.05, relative=True)
+    assert crit.bound(0.2) == pytest.approx(-0.01)
+    assert Criterion(metric="m", rule="improves", threshold=2.0).bound(100.0) == 2.0
+
+
+def test_missing_policy_file_exits_2_with_message(sim_dir, tmp_path, capsys):
+    config = tmp_path / "gate.toml"
+    config.write_text(f'[data]\nlogs = "{sim_dir / "logs.parquet"}"\n[[candidate]]\nname = "x"\npolicy = "nope.parquet"\n'
+                      + IMPROVES_WATCH)
+    assert _gate(config) == 2
+    err = capsys.readouterr().err
+    assert "nope.parquet" in err and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[data\nlogs = 1", "not valid TOML"),
+    ('[data]\nlogs = "l.parquet"\n[[criterion]]\nmetric = "m"\nrule = "better"\n', "rule 'better' is unknown"),
+    ('[data]\nlogs = "l.parquet"\n[[candidate]]\nname = "c"\n', "has no [[criterion]]"),
+    ('[evaluation]\nalpha = 2\n', "alpha = 2 is not in (0, 1)"),
+])
+def test_malformed_config_exits_2(tmp_path, capsys, text, needle):
+    config = tmp_path / "gate.toml"
+    config.write_text(text)
+    assert _gate(config) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_missing_config_exits_2(tmp_path, capsys):
+    assert _gate(tmp_path / "absent.toml") == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_gate_never_overwrites_an_input(sim_dir, capsys):
+    config = _config(sim_dir, ["better"], IMPROVES_WATCH)
+    before = (sim_dir / "logs.parquet").read_bytes()
+    assert _gate(config, "--out", str(sim_dir / "logs.parquet")) == 2
+    assert (sim_dir / "logs.parquet").read_bytes() == before
+    assert "never overwrites an input" in capsys.readouterr().err
+
+
+def test_config_paths_are_relative_to_the_file(sim_dir):
+    cfg = load_gate_config(_config(sim_dir, ["better"], IMPROVES_WATCH))
+    assert cfg.logs == sim_dir / "logs.parquet" and cfg.candidates[0].policy == sim_dir / "policies" / "better.parquet"
