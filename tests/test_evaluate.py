@@ -1,0 +1,150 @@
+"""`livegate evaluate` end to end on simulated logs: document shape, truth coverage, determinism."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cli
+from datasets import load_logs, load_policy, parse_reward
+from datasets.simulator import SimulationConfig, simulate, write_simulation
+from ope import EvaluationConfig, evaluate
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval-sim")
+    simulation = simulate(SimulationConfig(n_rounds=30_000, seed=11))
+    write_simulation(simulation, out)
+    return out, simulation
+
+
+def _evaluate(out: Path, *extra: str, policies=("better", "worse")) -> int:
+    args = ["--quiet", "evaluate", "--logs", str(out / "logs.parquet")]
+    for name in policies:
+        args += ["--policy", f"{name}={out / 'policies' / f'{name}.parquet'}"]
+    return cli.main(args + list(extra))
+
+
+def test_document_follows_the_contract(sim, tmp_path):
+    out, _ = sim
+    result = tmp_path / "r.json"
+    assert _evaluate(out, "--reward", "watch_seconds", "--reward", "click", "--estimators", "ips,snips,dr,ips:clip=20",
+                     "--out", str(result)) == 0
+    doc = json.loads(result.read_text())
+    assert doc["schema"] == "livegate.evaluation/1" and doc["baseline"] == "logging"
+    assert set(doc["metrics"]) == {"watch_seconds", "click"} and doc["metric"] == "watch_seconds"
+    assert set(doc["policies"]) == {"logging", "better", "worse"}
+    better = doc["policies"]["better"]
+    assert set(better["estimates"]) == {"ips", "snips", "dr", "ips:clip=20"}
+    for est in better["estimates"].values():
+        assert est["ci_low"] <= est["value"] <= est["ci_high"] and est["se"] > 0
+    for key in ("n", "ess", "max_weight", "mean_weight", "unsupported_mass"):
+        assert key in better["diagnostics"]
+    assert better["vs_baseline"]["snips"]["ci_low"] <= better["vs_baseline"]["snips"]["difference"]
+    assert doc["policies"]["logging"]["vs_baseline"] == {}
+    assert doc["inputs"]["logs"]["fingerprint"].startswith("sha256:")
+    assert doc["livegate_version"] and doc["seed"] == 0
+    assert doc["time_windows"]["windows"], "the simulator's logs have timestamps"
+
+
+def test_intervals_cover_the_exact_values(sim, tmp_path):
+    out, simulation = sim
+    result = tmp_path / "r.json"
+    assert _evaluate(out, "--reward", "watch_seconds", "--estimators", "snips,dr", "--out", str(result)) == 0
+    doc = json.loads(result.read_text())
+    truth = simulation.truth["policies"]
+    for name in ("logging", "better", "worse"):
+        for est in ("snips", "dr"):
+            e = doc["policies"][name]["estimates"][est]
+            assert e["ci_low"] <= truth[name]["watch_seconds"] <= e["ci_high"], (name, est, e)
+
+
+def test_ips_of_logging_is_the_on_policy_mean(sim):
+    out, simulation = sim
+    reward = parse_reward("watch_seconds")
+    logs = load_logs(out / "logs.parquet", [reward], need_decision_id=True, need_context=True)
+    res = evaluate(logs, {}, [reward], EvaluationConfig(estimators=("ips", "snips", "dr")))
+    mean = simulation.logs["watch_seconds"].mean()
+    for est in ("ips", "snips", "dr"):
+        assert res.estimate("logging", est)["value"] == pytest.approx(mean, rel=1e-12)
+
+
+def test_logging_replica_matches_logging_exactly_for_ips(sim):
+    out, _ = sim
+    reward = parse_reward("click")
+    logs = load_logs(out / "logs.parquet", [reward], need_decision_id=True)
+    replica = load_policy(out / "policies" / "logging_replica.parquet", logs, "replica")
+    np.testing.assert_allclose(replica.pi_logged, logs.propensity, rtol=1e-12)
+    res = evaluate(logs, {"replica": replica}, [reward], EvaluationConfig(estimators=("ips",)))
+    diff = res.metrics["click"]["replica"].vs_baseline["ips"]
+    assert abs(diff["difference"]) < 1e-12
+
+
+def test_same_seed_gives_byte_identical_json(sim, tmp_path):
+    out, _ = sim
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (a, b):
+        assert _evaluate(out, "--reward", "click", "--estimators", "snips,dr", "--ci", "bootstrap", "--n-boot", "200",
+                         "--seed", "5", "--out", str(path)) == 0
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.json"
+    assert _evaluate(out, "--reward", "click", "--estimators", "snips", "--ci", "bootstrap", "--n-boot", "200",
+                     "--seed", "6", "--out", str(c)) == 0
+    assert json.loads(c.read_text())["policies"]["better"]["estimates"]["snips"]["ci_low"] != \
+        json.loads(a.read_text())["policies"]["better"]["estimates"]["snips"]["ci_low"]
+
+
+def test_compact_form_gives_the_same_ips(sim, tmp_path):
+    out, _ = sim
+    logs_df = pd.read_parquet(out / "logs.parquet")
+    pol = pd.read_parquet(out / "policies" / "better.parquet")
+    merged = logs_df.merge(pol, on=["decision_id", "action"], how="left")
+    logs_df["pi_better"] = merged["prob"].fillna(0.0).to_numpy()
+    logs_df.to_parquet(tmp_path / "compact.parquet")
+    long_json, compact_json = tmp_path / "long.json", tmp_path / "compact.json"
+    assert _evaluate(out, "--reward", "click", "--estimators", "ips,snips", "--out", str(long_json),
+                     policies=("better",)) == 0
+    assert cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "compact.parquet"), "--policy", "better",
+                     "--reward", "click", "--estimators", "ips,snips", "--out", str(compact_json)]) == 0
+    long_doc, compact_doc = json.loads(long_json.read_text()), json.loads(compact_json.read_text())
+    for est in ("ips", "snips"):
+        assert compact_doc["policies"]["better"]["estimates"][est]["value"] == \
+            pytest.approx(long_doc["policies"]["better"]["estimates"][est]["value"], rel=1e-12)
+    assert compact_doc["policies"]["better"]["diagnostics"]["compact_form"] is True
+
+
+def test_estimate_propensities_marks_the_result(sim, tmp_path):
+    out, _ = sim
+    logs_df = pd.read_parquet(out / "logs.parquet").drop(columns=["propensity"]).head(5000)
+    logs_df.to_parquet(tmp_path / "noprop.parquet")
+    pol = pd.read_parquet(out / "policies" / "better.parquet")
+    pol[pol.decision_id.isin(logs_df.decision_id)].to_parquet(tmp_path / "better.parquet")
+    result = tmp_path / "r.json"
+    assert cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "noprop.parquet"), "--policy",
+                     f"better={tmp_path / 'better.parquet'}", "--reward", "click", "--estimators", "snips",
+                     "--estimate-propensities", "--out", str(result)]) == 0
+    doc = json.loads(result.read_text())
+    assert doc["data"]["propensity"]["source"] == "estimated"
+    diag = doc["policies"]["better"]["diagnostics"]
+    assert diag["estimated_propensities"] is True
+    assert any("estimated" in w for w in diag["warnings"])
+
+
+def test_missing_propensity_without_estimation_exits_2(sim, tmp_path, capsys):
+    out, _ = sim
+    pd.read_parquet(out / "logs.parquet").drop(columns=["propensity"]).to_parquet(tmp_path / "noprop.parquet")
+    code = cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "noprop.parquet"), "--policy",
+                     f"better={out / 'policies' / 'better.parquet'}", "--reward", "click"])
+    assert code == 2 and "propensity" in capsys.readouterr().err
+
+
+def test_unknown_estimator_and_bad_ci_exit_2(sim, capsys):
+    out, _ = sim
+    assert _evaluate(out, "--estimators", "ips,magic") == 2
+    assert "unknown estimator 'magic'" in capsys.readouterr().err
+    assert _evaluate(out, "--estimators", "snips", "--ci", "bernstein") == 2
+    assert "plain-mean" in capsys.readouterr().err
