@@ -1,0 +1,285 @@
+"""Charts as inline SVG strings, drawn with matplotlib's SVG backend.
+
+Why matplotlib: it is already a livegate dependency, it writes static SVG with no JavaScript and
+no network access, and it escapes text it puts into SVG. Why not pyplot or `matplotlib.use`:
+switching the global backend would change the plotting state of whoever imported livegate (a
+notebook, say); a bare `Figure` renders straight to SVG without touching any global state.
+
+Every chart returns an SVG string ready to inline in HTML, or None when there is nothing to draw
+(the template then says so). The output is deterministic: a fixed hash salt for matplotlib's ids,
+no creation date, no metadata (which would also carry URLs), and ids prefixed with a hash of the
+chart so that several charts on one page cannot clash.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from datetime import datetime
+from typing import Any, Sequence
+
+import matplotlib
+import matplotlib.dates
+import matplotlib.ticker
+from matplotlib.figure import Figure
+
+from .formatting import as_number
+
+# Colour-blind-safe qualitative palette (Okabe & Ito), one colour per series in a chart.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+PASS, FAIL, INCONCLUSIVE, NEUTRAL = "#1a7f37", "#cf222e", "#9a6700", "#57606a"
+DECISION_COLOURS = {"pass": PASS, "fail": FAIL, "inconclusive": INCONCLUSIVE}
+
+_STYLE = {
+    "svg.hashsalt": "livegate",       # ids derived from content, not from a random salt
+    "svg.fonttype": "none",           # real <text>: selectable, searchable, small; matplotlib escapes it
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 10,
+    "axes.titlelocation": "left",
+    "legend.frameon": False,
+}
+_MAX_LABEL = 42
+
+
+def label(text: Any, limit: int = _MAX_LABEL) -> str:
+    """Make a name safe for matplotlib text: on one line, shortened to `limit` characters (tick
+    labels must not squeeze the plot away), and `$` escaped so it is not parsed as math (a policy
+    called "$x$" would otherwise render in italics, and "$\\foo$" would raise)."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _to_svg(fig: Figure) -> str:
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_STYLE):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    svg = buffer.getvalue()
+    # The XML prolog and DOCTYPE (which names the W3C DTD URL) do not belong inside HTML.
+    svg = svg[svg.index("<svg"):]
+    # Inline SVG in HTML gets its namespaces from the HTML parser; dropping the declarations keeps
+    # the page free of any URL at all.
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg, count=2)
+    prefix = "c" + hashlib.sha256(svg.encode()).hexdigest()[:8] + "-"
+    svg = re.sub(r'\bid="', f'id="{prefix}', svg)
+    svg = re.sub(r'(xlink:href|href)="#', rf'\1="#{prefix}', svg)
+    svg = svg.replace("url(#", f"url(#{prefix}")
+    return svg.strip()
+
+
+def _with_style(draw):
+    """Run a drawing function under livegate's style, so that fonts and spines apply while drawing."""
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_STYLE):
+            fig = draw(*args, **kwargs)
+            return None if fig is None else _to_svg(fig)
+    wrapper.__name__ = draw.__name__
+    wrapper.__doc__ = draw.__doc__
+    return wrapper
+
+
+@_with_style
+def forest(groups: Sequence[str], series: Sequence[str], points: dict[tuple[str, str], dict], *,
+           xlabel: str = "", reference: float | None = None, reference_label: str | None = None,
+           emphasis: str | None = None, colours: dict[str, str] | None = None) -> Figure | None:
+    """Point estimates with interval whiskers: one row block per group (policy, segment, candidate),
+    one coloured marker per series (estimator) within it. `points[(group, series)]` holds
+    value / ci_low / ci_high; missing or null entries are left out. `reference` draws a dashed
+    vertical line (zero difference, a threshold, the average effect)."""
+    if not any(as_number(p.get("value")) is not None for p in points.values()):
+        return None
+    n_series = max(len(series), 1)
+    # Each group gets a band tall enough for its series' whiskers to stay apart.
+    fig = _figure(7.0, 0.9 + len(groups) * (0.3 + 0.1 * (min(n_series, 6) - 1)))
+    ax = fig.add_subplot()
+    spacing = 0.7 / n_series
+    for j, name in enumerate(series):
+        colour = (colours or {}).get(name, PALETTE[j % len(PALETTE)])
+        ys, xs, lows, highs = [], [], [], []
+        for i, group in enumerate(groups):
+            point = points.get((group, name))
+            value = as_number(point.get("value")) if point else None
+            if value is None:
+                continue
+            # Groups top to bottom in the given order, series stacked inside each group.
+            y = len(groups) - 1 - i + (n_series - 1) / 2 * spacing - j * spacing
+            low, high = as_number(point.get("ci_low")), as_number(point.get("ci_high"))
+            ys.append(y)
+            xs.append(value)
+            lows.append(value - low if low is not None else 0.0)
+            highs.append(high - value if high is not None else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", color=colour, markersize=4, capsize=2.5,
+                        linewidth=1.3, label=label(name) if len(series) > 1 else None)
+    if reference is not None:
+        ax.axvline(reference, color=NEUTRAL, linestyle="--", linewidth=1,
+                   label=label(reference_label) if reference_label else None)
+    ax.set_yticks(range(len(groups)))
+    ticks = [label(g) + (" (baseline)" if g == emphasis else "") for g in reversed(groups)]
+    ax.set_yticklabels(ticks)
+    ax.set_ylim(-0.6, len(groups) - 0.4)
+    ax.set_xlabel(label(xlabel, limit=3 * _MAX_LABEL))
+    ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if len(series) > 1 or reference_label:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return fig
+
+
+@_with_style
+def weight_histogram(edges: Sequence[Any], counts: Sequence[Any], *, title: str = "") -> Figure | None:
+    """Distribution of importance weights w = pi_e / pi_0, as logged; a long right tail means a few
+    rows carry the estimate. Log scales when the data span orders of magnitude, so the tail shows."""
+    edges = [as_number(e) for e in edges]
+    counts = [as_number(c) for c in counts]
+    if len(edges) != len(counts) + 1 or not counts or any(v is None for v in edges + counts):
+        return None
+    fig = _figure(3.4, 2.1)
+    ax = fig.add_subplot()
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    ax.bar(edges[:-1], counts, width=widths, align="edge", color=PALETTE[0], edgecolor="white", linewidth=0.3)
+    # Weights span orders of magnitude; producers often use log-spaced bins starting at 0. A log
+    # axis (symmetric-log when the first edge is 0) gives each of those bins a readable width.
+    low = edges[0] if edges[0] > 0 else edges[1] if len(edges) > 2 and edges[0] == 0 else None
+    if low is not None and low > 0 and edges[-1] / low > 100:
+        if edges[0] > 0:
+            ax.set_xscale("log")
+        else:
+            ax.set_xscale("symlog", linthresh=low, linscale=0.4)
+        # Plain decade ticks (0, 0.1, 1, 10): symlog's defaults crowd around the linear part.
+        decades = [10.0 ** k for k in range(math.ceil(math.log10(low)), math.floor(math.log10(edges[-1])) + 1)]
+        ticks = ([0.0] if edges[0] == 0 else []) + decades
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    positive = [c for c in counts if c > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_yscale("log")
+    if edges[0] <= 1 <= edges[-1]:
+        ax.axvline(1.0, color=NEUTRAL, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("importance weight (dashed: 1)")
+    ax.set_ylabel("rows")
+    ax.set_title(label(title))
+    return fig
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@_with_style
+def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *, ylabel: str = "",
+                baseline: str | None = None) -> Figure | None:
+    """Estimate per time window with its interval as a band, one line per policy. The x position is
+    the middle of each window; windows without parseable times are placed by their order."""
+    starts = [_parse_time(w.get("start")) for w in windows]
+    ends = [_parse_time(w.get("end")) for w in windows]
+    if all(s is not None and e is not None for s, e in zip(starts, ends)) and windows:
+        xs: list[Any] = [s + (e - s) / 2 for s, e in zip(starts, ends)]
+    else:
+        xs = list(range(1, len(windows) + 1))
+    fig = _figure(7.0, 2.8)
+    ax = fig.add_subplot()
+    drew = False
+    for j, policy in enumerate(policies):
+        colour = PALETTE[j % len(PALETTE)]
+        px, values, lows, highs = [], [], [], []
+        for x, window in zip(xs, windows):
+            point = (window.get("metrics") or {}).get(metric, {}).get(policy) or {}
+            value = as_number(point.get("value"))
+            if value is None:
+                continue
+            px.append(x)
+            values.append(value)
+            low, high = as_number(point.get("ci_low")), as_number(point.get("ci_high"))
+            lows.append(value if low is None else low)
+            highs.append(value if high is None else high)
+        if not px:
+            continue
+        drew = True
+        name = label(policy) + (" (baseline)" if policy == baseline else "")
+        ax.plot(px, values, marker="o", markersize=3, color=colour, linewidth=1.4,
+                linestyle="--" if policy == baseline else "-", label=name)
+        ax.fill_between(px, lows, highs, color=colour, alpha=0.15, linewidth=0)
+    if not drew:
+        return None
+    if not isinstance(xs[0], int):
+        locator = matplotlib.dates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    else:
+        ax.set_xlabel("window")
+    ax.set_ylabel(label(ylabel, limit=3 * _MAX_LABEL))
+    ax.grid(color="#d0d7de", linewidth=0.6)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return fig
+
+
+@_with_style
+def causal_graph(nodes: Sequence[Any], edges: Sequence[Sequence[Any]], *, treatment: Any = None,
+                 outcome: Any = None, confounders: Sequence[Any] = (), modifiers: Sequence[Any] = ()) -> Figure | None:
+    """The causal graph as layered boxes and arrows: causes on the left, the outcome on the right.
+
+    Layers are networkx's topological generations, which for the usual confounders -> treatment
+    -> outcome graph give three readable columns; a graph with a cycle (not a valid DAG, but the
+    user may supply one) falls back to a seeded spring layout rather than failing the report.
+    """
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(str(n) for n in nodes)
+    graph.add_edges_from((str(e[0]), str(e[1])) for e in edges if isinstance(e, (list, tuple)) and len(e) == 2)
+    if graph.number_of_nodes() == 0:
+        return None
+    if nx.is_directed_acyclic_graph(graph):
+        layers = [sorted(layer) for layer in nx.topological_generations(graph)]
+        tallest = max(len(layer) for layer in layers)
+        position = {node: (x, (len(layer) - 1) / 2 - i)
+                    for x, layer in enumerate(layers) for i, node in enumerate(layer)}
+        width, height = max(4.0, 2.4 * len(layers)), max(1.6, 0.5 * tallest + 0.6)
+    else:
+        position = {n: tuple(p) for n, p in nx.spring_layout(graph, seed=0).items()}
+        width, height = 7.0, 5.0
+    roles = {str(c): ("confounder", "#eaeef2") for c in confounders}
+    roles.update({str(m): ("effect modifier", "#dafbe1") for m in modifiers})
+    if treatment is not None:
+        roles[str(treatment)] = ("treatment", "#ffd8b5")
+    if outcome is not None:
+        roles[str(outcome)] = ("outcome", "#cfe2ff")
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    box = {"boxstyle": "round,pad=0.35", "linewidth": 0.8, "edgecolor": "#57606a"}
+    texts = {}
+    for node in sorted(graph.nodes()):
+        facecolor = roles.get(node, (None, "#ffffff"))[1]
+        texts[node] = ax.text(*position[node], label(node), ha="center", va="center", fontsize=9,
+                              bbox={**box, "facecolor": facecolor}, zorder=3)
+    for u, v in sorted(graph.edges()):
+        # An edge that skips a layer (confounder -> outcome) is bent so that it does not run straight
+        # through the boxes in between; patchA/patchB clip each arrow at the boxes' edges, so
+        # arrowheads are never hidden under a label.
+        skips = abs(position[v][0] - position[u][0]) > 1
+        # Bend away from the middle: edges from upper boxes arc over, those from lower ones under.
+        bend = (-0.3 if position[u][1] >= position[v][1] else 0.3) if skips else 0.0
+        ax.annotate("", xy=position[v], xytext=position[u],
+                    arrowprops={"arrowstyle": "-|>", "color": "#57606a", "linewidth": 0.8, "shrinkA": 2,
+                                "shrinkB": 2, "patchA": texts[u].get_bbox_patch(),
+                                "patchB": texts[v].get_bbox_patch(),
+                                "connectionstyle": f"arc3,rad={bend}"})
+    xs = [p[0] for p in position.values()]
+    ys = [p[1] for p in position.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    return fig

@@ -1,0 +1,308 @@
+"""Reading result documents: which kind each is, what a gate embeds, and the one-line verdicts.
+
+Result documents are plain dicts loaded from JSON, written by `ope`, `causal` and the gate. The
+renderers only read them: nothing here recomputes a statistic. Reading is forgiving on purpose
+(a missing block renders as absent, a null number as a dash) because a report is most needed
+exactly when a run went partly wrong; only a document whose kind cannot be told is refused.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from datasets.errors import InputError, Problem
+
+from . import formatting as fmt
+
+KINDS = ("evaluation", "causal", "gate")
+SUPPORTED_VERSION = "1"
+_SCHEMA = re.compile(r"^livegate\.([a-z_]+)/(\d+)$")
+
+
+def document_kind(doc: dict, source: str = "result document") -> str:
+    """"evaluation", "causal" or "gate", from doc["schema"]; anything else raises InputError."""
+    supported = ", ".join(f"livegate.{kind}/{SUPPORTED_VERSION}" for kind in KINDS)
+    if not isinstance(doc, dict):
+        raise InputError(Problem(source, f"is not a livegate result document (a JSON object was expected, "
+                                         f"got {type(doc).__name__})",
+                                 fix=f"pass the JSON written by livegate evaluate, causal or gate ({supported})"))
+    schema = doc.get("schema")
+    match = _SCHEMA.match(schema) if isinstance(schema, str) else None
+    if schema is None:
+        raise InputError(Problem(source, "has no \"schema\" field, so it is not a livegate result document",
+                                 fix=f"pass the JSON written by livegate evaluate, causal or gate ({supported})"))
+    if match is None or match.group(1) not in KINDS:
+        raise InputError(Problem(source, f"has schema {schema!r}, which livegate reports cannot render",
+                                 fix=f"pass a document with one of the schemas {supported}"))
+    if match.group(2) != SUPPORTED_VERSION:
+        raise InputError(Problem(source, f"has schema {schema!r}, a version this livegate cannot render",
+                                 fix=f"render it with the livegate version that wrote it, or re-run to get "
+                                     f"livegate.{match.group(1)}/{SUPPORTED_VERSION}"))
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One document to render, with where it came from (a gate embeds its evaluation and causal run)."""
+
+    kind: str
+    doc: dict
+    number: int              # 1-based position among all rendered documents: unique anchors
+    embedded_in: str | None  # "gate" for a gate's embedded documents
+    estimator: str | None    # the estimator a gate decided on, to lead with in its evaluation
+
+
+def expand(documents: list[dict]) -> list[Entry]:
+    """The documents in the order given, each gate followed by the evaluation and causal result it embeds."""
+    if not isinstance(documents, (list, tuple)):
+        raise InputError("render_* expects a list of result documents", source="reports")
+    entries: list[Entry] = []
+    for position, doc in enumerate(documents, start=1):
+        source = f"result document {position} of {len(documents)}"
+        kind = document_kind(doc, source)
+        entries.append(Entry(kind, doc, len(entries) + 1, None, None))
+        if kind != "gate":
+            continue
+        for key, expected in (("evaluation", "evaluation"), ("causal_result", "causal")):
+            inner = doc.get(key)
+            if inner is None:
+                continue
+            where = f"{source}, field '{key}'"
+            if not isinstance(inner, dict):
+                raise InputError(Problem(where, f"should be a {expected} document (a JSON object)"))
+            # An embedded document may omit its schema (its place says what it is); a wrong one is an error.
+            if "schema" in inner and document_kind(inner, where) != expected:
+                raise InputError(Problem(where, f"should be a {expected} document, not {inner['schema']!r}"))
+            entries.append(Entry(expected, inner, len(entries) + 1, "gate", as_str(doc.get("estimator"))))
+    return entries
+
+
+# --- tolerant accessors -------------------------------------------------------------------------
+
+def as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def as_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def metrics_of(evaluation: dict) -> dict[str, dict]:
+    """metric name -> {"policies": {...}}, the primary metric first (JSON writers sort keys, which
+    would otherwise put "click" before the metric the user asked about); a document with only
+    top-level policies is read as one metric."""
+    metrics = as_dict(evaluation.get("metrics"))
+    if metrics:
+        primary = as_str(evaluation.get("metric"))
+        order = ([primary] if primary in metrics else []) + [m for m in metrics if m != primary]
+        return {str(name): as_dict(metrics[name]) for name in order}
+    policies = as_dict(evaluation.get("policies"))
+    if policies:
+        return {str(evaluation.get("metric") or "reward"): {"policies": policies}}
+    return {}
+
+
+def ordered_policies(policies: dict, baseline: str | None) -> list[str]:
+    """Policy names with the baseline first, the others in document order."""
+    names = [str(name) for name in policies]
+    return ([baseline] if baseline in names else []) + [n for n in names if n != baseline]
+
+
+def primary_metric(evaluation: dict) -> str | None:
+    metrics = metrics_of(evaluation)
+    metric = as_str(evaluation.get("metric"))
+    if metric in metrics:
+        return metric
+    return next(iter(metrics), None)
+
+
+def estimators_of(evaluation: dict) -> list[str]:
+    """Estimator identifiers in the configured order, then any others the policies report."""
+    found: list[str] = []
+    for block in metrics_of(evaluation).values():
+        for policy in as_dict(block.get("policies")).values():
+            for name in as_dict(as_dict(policy).get("estimates")):
+                if name not in found:
+                    found.append(str(name))
+    configured = [str(e) for e in as_list(as_dict(evaluation.get("config")).get("estimators"))]
+    return [e for e in configured if e in found] + [e for e in found if e not in configured]
+
+
+def primary_estimator(evaluation: dict, hint: str | None = None) -> str | None:
+    """The estimator to lead with: the gate's if it decided on one, else the first configured."""
+    estimators = estimators_of(evaluation)
+    if hint in estimators:
+        return hint
+    return estimators[0] if estimators else None
+
+
+def baseline_of(evaluation: dict) -> str | None:
+    return as_str(evaluation.get("baseline") or as_dict(evaluation.get("config")).get("baseline"))
+
+
+def alpha_of(doc: dict) -> Any:
+    return doc.get("alpha", as_dict(doc.get("config")).get("alpha"))
+
+
+def evaluation_warnings(evaluation: dict) -> list[dict]:
+    """Every warning of an evaluation once, in plain words, with whom it concerns.
+
+    Producers attach warnings per policy and metric, so one reward-model warning arrives four times
+    (once per policy). Here each text appears once with the policies it concerns and, unless it
+    concerns every metric, the metrics: {"text", "policies": [...], "metrics": [...]}. Caveats the
+    document records only as flags (compact form, estimated propensities) are worded here too.
+    """
+    metrics = metrics_of(evaluation)
+    found: dict[str, dict] = {}
+
+    def add(text: str, policy: str | None = None, metric: str | None = None) -> None:
+        item = found.setdefault(text, {"text": text, "policies": [], "metrics": []})
+        if policy is not None and policy not in item["policies"]:
+            item["policies"].append(policy)
+        if metric is not None and metric not in item["metrics"]:
+            item["metrics"].append(metric)
+
+    for text in as_list(evaluation.get("warnings")):
+        add(str(text))
+    if as_dict(as_dict(evaluation.get("data")).get("propensity")).get("source") == "estimated":
+        add("The logs had no propensities; they were estimated from the context, so every estimate here "
+            "depends on that propensity model being right.")
+    for metric, block in metrics.items():
+        for name, policy in as_dict(block.get("policies")).items():
+            diagnostics = as_dict(as_dict(policy).get("diagnostics"))
+            for text in as_list(diagnostics.get("warnings")):
+                add(str(text), str(name), metric)
+            if diagnostics.get("compact_form"):
+                add("Given in compact form (per-row probability columns): the sum-to-one and support checks "
+                    "could not be made.", str(name), metric)
+    items = list(found.values())
+    for item in items:
+        if len(item["metrics"]) == len(metrics):
+            item["metrics"] = []  # concerns every metric: naming them all adds nothing
+    return items
+
+
+# --- verdicts -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one line a reader sees first. `status` drives colour; `text` is plain (renderers escape it)."""
+
+    status: str  # "pass" | "fail" | "inconclusive" | "info"
+    label: str   # e.g. "PASS: ship"
+    text: str
+
+
+GATE_LABELS = {"pass": "PASS: ship", "fail": "FAIL: do not ship", "inconclusive": "INCONCLUSIVE: not enough evidence"}
+
+
+def gate_verdict(gate: dict) -> Verdict:
+    decision = as_str(gate.get("decision")) or "unknown"
+    candidates = [as_dict(c) for c in as_list(gate.get("candidates"))]
+    n_criteria = sum(len(as_list(c.get("criteria"))) for c in candidates)
+    problems = []
+    for candidate in candidates:
+        for criterion in as_list(candidate.get("criteria")):
+            criterion = as_dict(criterion)
+            if criterion.get("decision") in ("fail", "inconclusive"):
+                problems.append(f"{candidate.get('name')}: {criterion.get('decision')} on {criterion.get('metric')} "
+                                f"({criterion.get('rule')})")
+    causal = as_dict(gate.get("causal"))
+    if causal and causal.get("decision") not in (None, "pass"):
+        problems.append(f"causal check: {causal.get('decision')} on {causal.get('outcome')}")
+    if decision == "pass":
+        text = (f"{len(candidates)} candidate{'s' if len(candidates) != 1 else ''} pass "
+                f"{'all ' if n_criteria > 1 else ''}{n_criteria} criteri{'a' if n_criteria != 1 else 'on'} "
+                f"against {gate.get('baseline')}")
+        if causal:
+            text += " and the causal check"
+    else:
+        shown = problems[:3]
+        text = "; ".join(shown) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        text = text or "see the criteria below"
+    exit_code = gate.get("exit_code")
+    if exit_code is not None:
+        text += f" (exit code {exit_code})"
+    status = decision if decision in GATE_LABELS else "info"
+    return Verdict(status, GATE_LABELS.get(decision, f"GATE: {decision}"), text)
+
+
+def evaluation_verdict(evaluation: dict, estimator_hint: str | None = None) -> Verdict:
+    """Best candidate against the baseline on the primary metric, with its interval."""
+    metric = primary_metric(evaluation)
+    estimator = primary_estimator(evaluation, estimator_hint)
+    baseline = baseline_of(evaluation)
+    policies = as_dict(as_dict(metrics_of(evaluation).get(metric)).get("policies"))
+    level = fmt.confidence(alpha_of(evaluation))
+    compared = []
+    for name, policy in policies.items():
+        vs = as_dict(as_dict(as_dict(policy).get("vs_baseline")).get(estimator))
+        if name != baseline and fmt.as_number(vs.get("difference")) is not None:
+            compared.append((fmt.as_number(vs["difference"]), str(name), vs))
+    if not compared:
+        return Verdict("info", "EVALUATION", f"no candidate has a difference to the baseline {baseline} on {metric}")
+    difference, name, vs = max(compared, key=lambda item: item[0])
+    low, high = fmt.as_number(vs.get("ci_low")), fmt.as_number(vs.get("ci_high"))
+    numbers = (f"{fmt.signed(difference)} ({fmt.pct(vs.get('relative'), sign=True)}) on {metric}, "
+               f"{level} CI {fmt.interval(low, high)}, {estimator}")
+    if low is not None and low > 0:
+        return Verdict("pass", "BETTER", f"{name} beats {baseline}: {numbers}")
+    if high is not None and high < 0:
+        return Verdict("fail", "WORSE", f"no candidate beats {baseline}; even the best, {name}, is below it: {numbers}")
+    return Verdict("inconclusive", "NO CLEAR DIFFERENCE",
+                   f"best candidate {name} vs {baseline}: {numbers}; the interval includes zero")
+
+
+def causal_verdict(causal: dict) -> Verdict:
+    ate = as_dict(causal.get("ate"))
+    naive = as_dict(causal.get("naive"))
+    refutations = [as_dict(r) for r in as_list(causal.get("refutations"))]
+    # passed is None for a refuter that did not apply: neither a pass nor a failure.
+    applicable = [r for r in refutations if r.get("passed") is not None]
+    passed = sum(1 for r in applicable if r.get("passed") is True)
+    text = (f"effect of {causal.get('treatment')} on {causal.get('outcome')}: {fmt.signed(ate.get('value'))} "
+            f"{fmt.interval(ate.get('ci_low'), ate.get('ci_high'))} ({ate.get('estimator') or 'adjusted'}), "
+            f"naive {fmt.signed(naive.get('value'))}; {passed} of {len(applicable)} refutations passed")
+    if len(applicable) < len(refutations):
+        text += f" ({len(refutations) - len(applicable)} not applicable)"
+    if not applicable:
+        return Verdict("info", "CAUSAL: not refuted", text)
+    if passed == len(applicable):
+        return Verdict("pass", "CAUSAL: refutations passed", text)
+    return Verdict("fail", "CAUSAL: a refutation failed", text)
+
+
+def verdicts(entries: list[Entry]) -> list[Verdict]:
+    """One line per gate; without a gate one per evaluation; with neither one per causal result."""
+    for kind in ("gate", "evaluation", "causal"):
+        chosen = [e for e in entries if e.kind == kind and e.embedded_in is None]
+        if chosen:
+            break
+    else:
+        return []
+    render = {"gate": lambda e: gate_verdict(e.doc), "evaluation": lambda e: evaluation_verdict(e.doc),
+              "causal": lambda e: causal_verdict(e.doc)}[kind]
+    return [render(e) for e in chosen]
+
+
+def flatten_inputs(inputs: Any, prefix: str = "") -> list[tuple[str, str | None, str | None]]:
+    """(name, path, fingerprint) rows from the nested `inputs` block (policies are one level deeper)."""
+    rows: list[tuple[str, str | None, str | None]] = []
+    if isinstance(inputs, dict) and ("path" in inputs or "fingerprint" in inputs):
+        return [(prefix or "input", as_str(inputs.get("path")), as_str(inputs.get("fingerprint")))]
+    if isinstance(inputs, dict):
+        for key, value in inputs.items():
+            rows.extend(flatten_inputs(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(inputs, (list, tuple)):
+        for i, value in enumerate(inputs):
+            rows.extend(flatten_inputs(value, f"{prefix}[{i}]"))
+    elif inputs is not None:
+        rows.append((prefix or "input", str(inputs), None))
+    elif prefix:
+        rows.append((prefix, None, None))  # e.g. "q_hat": null -> shown as not given
+    return rows

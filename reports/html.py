@@ -1,0 +1,332 @@
+"""The self-contained HTML report: one file, inline CSS and SVG, no scripts, no network.
+
+This module turns result documents into small "view" dicts (what to show, in which order, with
+which chart) and hands them to one Jinja2 template. Why Jinja2: autoescaping makes every name from
+a document (policies, metrics, segments: user input) safe by default, which hand-built HTML strings
+would have to get right at every call site. The template reads only these views, never raw
+documents, so a missing field in a document is handled once, here, and renders as a dash.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from datasets._version import __version__
+
+from . import charts
+from . import formatting as fmt
+from .documents import (Entry, alpha_of, as_dict, as_list, as_str, baseline_of, estimators_of, evaluation_warnings,
+                        expand, flatten_inputs, metrics_of, ordered_policies, primary_estimator, primary_metric,
+                        verdicts)
+
+_env = Environment(
+    loader=PackageLoader("reports", "templates"),
+    autoescape=True,             # every value is escaped unless it is Markup we produced ourselves
+    undefined=StrictUndefined,   # a template typo fails the tests instead of printing nothing
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_env.filters.update(num=fmt.num, signed=fmt.signed, pct=fmt.pct, interval=fmt.interval, pvalue=fmt.pvalue,
+                    level=fmt.level, text=fmt.text, plain=fmt.plain,
+                    when=fmt.when, sentence=fmt.sentence, span=fmt.span)
+
+
+def render_html(documents: list[dict]) -> str:
+    """Any mix of evaluation, causal and gate documents -> one self-contained HTML page."""
+    entries = expand(documents)
+    sections = [_VIEWS[entry.kind](entry) for entry in entries]
+    return _env.get_template("report.html.j2").render(
+        verdicts=verdicts(entries),
+        sections=sections,
+        footer=[_footer_view(entry) for entry in entries],
+        version=__version__,
+    )
+
+
+def _svg(svg: str | None) -> Markup | None:
+    # Only charts.py output is marked safe: it is SVG we drew, with matplotlib escaping the text.
+    return Markup(svg) if svg else None
+
+
+def _title(entry: Entry, text: str) -> str:
+    return text + (" (embedded in the gate)" if entry.embedded_in else "")
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def _estimate_views(metric: str, policies: dict, baseline: str | None, estimators: list[str]) -> dict:
+    names = ordered_policies(policies, baseline)
+    rows = []
+    points: dict[tuple[str, str], dict] = {}
+    for name in names:
+        estimates = as_dict(as_dict(policies.get(name)).get("estimates"))
+        cells = []
+        for estimator in estimators:
+            estimate = as_dict(estimates.get(estimator))
+            cells.append(estimate)
+            points[(name, estimator)] = estimate
+        rows.append({"name": name, "is_baseline": name == baseline, "cells": cells})
+    diff_rows = []
+    diff_points: dict[tuple[str, str], dict] = {}
+    candidates = [n for n in names if n != baseline]
+    for name in candidates:
+        vs_baseline = as_dict(as_dict(policies.get(name)).get("vs_baseline"))
+        for estimator in estimators:
+            vs = as_dict(vs_baseline.get(estimator))
+            if not vs:
+                continue
+            low, high = fmt.as_number(vs.get("ci_low")), fmt.as_number(vs.get("ci_high"))
+            # Reading the interval the producer computed, not recomputing anything.
+            verdict = ("higher" if low is not None and low > 0 else
+                       "lower" if high is not None and high < 0 else
+                       "no clear difference" if low is not None and high is not None else "—")
+            diff_rows.append({"name": name, "estimator": estimator, "vs": vs, "reading": verdict})
+            diff_points[(name, estimator)] = {"value": vs.get("difference"), "ci_low": vs.get("ci_low"),
+                                              "ci_high": vs.get("ci_high")}
+    colours = {e: charts.PALETTE[i % len(charts.PALETTE)] for i, e in enumerate(estimators)}
+    return {
+        "name": metric,
+        "rows": rows,
+        "chart": _svg(charts.forest(names, estimators, points, xlabel=f"{metric}: estimated policy value",
+                                    emphasis=baseline, colours=colours)),
+        "diff_rows": diff_rows,
+        "diff_chart": _svg(charts.forest(candidates, estimators, diff_points,
+                                         xlabel=f"{metric}: difference to {baseline}", reference=0.0,
+                                         reference_label="no difference", colours=colours)),
+    }
+
+
+def _reward_model_view(evaluation: dict) -> list[dict]:
+    """One row per metric and distinct reward model; policies sharing a model share a row."""
+    rows = []
+    for metric, block in metrics_of(evaluation).items():
+        groups: list[tuple[dict, list[str]]] = []
+        for name, policy in as_dict(block.get("policies")).items():
+            model = as_dict(as_dict(as_dict(policy).get("diagnostics")).get("reward_model"))
+            if not model:
+                continue
+            for known, names in groups:
+                if known == model:
+                    names.append(str(name))
+                    break
+            else:
+                groups.append((model, [str(name)]))
+        for model, names in groups:
+            rows.append({"metric": metric, "policies": names, "model": model})
+    return rows
+
+
+def _time_window_view(evaluation: dict, baseline: str | None) -> dict | None:
+    block = as_dict(evaluation.get("time_windows"))
+    windows = [as_dict(w) for w in as_list(block.get("windows"))]
+    if not windows:
+        return None
+    metrics: list[str] = list(metrics_of(evaluation))  # primary metric first, as everywhere
+    for window in windows:
+        for metric in as_dict(window.get("metrics")):
+            if metric not in metrics:
+                metrics.append(str(metric))
+    metrics = [m for m in metrics if any(m in as_dict(w.get("metrics")) for w in windows)]
+    views = []
+    for metric in metrics:
+        policies: list[str] = []
+        for window in windows:
+            for name in as_dict(as_dict(window.get("metrics")).get(metric)):
+                if name not in policies:
+                    policies.append(str(name))
+        policies = ordered_policies(dict.fromkeys(policies), baseline)
+        rows = [{"start": w.get("start"), "end": w.get("end"), "n": w.get("n"),
+                 "cells": [as_dict(as_dict(as_dict(w.get("metrics")).get(metric)).get(p)) for p in policies]}
+                for w in windows]
+        views.append({"metric": metric, "policies": policies, "rows": rows,
+                      "chart": _svg(charts.time_series(windows, metric, policies, ylabel=metric, baseline=baseline))})
+    return {"estimator": as_str(block.get("estimator")), "metrics": views}
+
+
+def _evaluation_view(entry: Entry) -> dict:
+    evaluation = entry.doc
+    baseline = baseline_of(evaluation)
+    estimators = estimators_of(evaluation)
+    metrics = metrics_of(evaluation)
+    metric = primary_metric(evaluation)
+    data = as_dict(evaluation.get("data"))
+    period = as_dict(data.get("period"))
+    propensity = as_dict(data.get("propensity"))
+    diagnostics = []
+    histograms = []
+    primary_policies = as_dict(as_dict(metrics.get(metric)).get("policies"))
+    for name in ordered_policies(primary_policies, baseline):
+        diag = as_dict(as_dict(primary_policies.get(name)).get("diagnostics"))
+        diagnostics.append({"name": name, "is_baseline": name == baseline, "d": diag,
+                            "q": as_dict(diag.get("weight_quantiles"))})
+        histogram = as_dict(diag.get("weight_histogram"))
+        svg = charts.weight_histogram(as_list(histogram.get("edges")), as_list(histogram.get("counts")),
+                                      title=f"{name}: ESS {fmt.num(diag.get('ess'))} of {fmt.num(diag.get('n'))}")
+        # All weights in one bin (the logging policy's are all 1) make a chart with nothing to read.
+        if svg and sum(1 for c in as_list(histogram.get("counts")) if fmt.as_number(c)) > 1:
+            histograms.append({"name": name, "chart": _svg(svg)})
+    return {
+        "kind": "evaluation",
+        "anchor": f"d{entry.number}",
+        "title": _title(entry, "Policy evaluation"),
+        "baseline": baseline,
+        "primary_metric": metric,
+        "primary_estimator": primary_estimator(evaluation, entry.estimator),
+        "estimators": estimators,
+        "level": fmt.confidence(alpha_of(evaluation)),
+        "ci_method": as_str(as_dict(evaluation.get("config")).get("ci")),
+        "data": {
+            "n_rows": data.get("n_rows"), "n_decisions": data.get("n_decisions"),
+            "n_actions": data.get("n_actions"), "n_positions": data.get("n_positions"),
+            "period": (period.get("start"), period.get("end")) if period else None,
+            "propensity": {"min": propensity.get("min"), "max": propensity.get("max"),
+                           "source": fmt.text(propensity.get("source"))},
+            "rewards": [{"name": str(name), "s": as_dict(stats), "q": as_dict(as_dict(stats).get("quantiles"))}
+                        for name, stats in as_dict(data.get("rewards")).items()],
+        } if data else None,
+        "metrics": [_estimate_views(name, as_dict(block.get("policies")), baseline, estimators)
+                    for name, block in metrics.items()],
+        "diagnostics": diagnostics,
+        "histograms": histograms,
+        "warnings": evaluation_warnings(evaluation),
+        "reward_models": _reward_model_view(evaluation),
+        "q_hat_given": as_dict(evaluation.get("inputs")).get("q_hat") is not None,
+        "time_windows": _time_window_view(evaluation, baseline),
+    }
+
+
+# --- causal -------------------------------------------------------------------------------------
+
+def _causal_view(entry: Entry) -> dict:
+    causal = entry.doc
+    graph = as_dict(causal.get("graph"))
+    treatment, outcome = as_str(causal.get("treatment")), as_str(causal.get("outcome"))
+    ate = as_dict(causal.get("ate"))
+    effects = [("naive difference in means", as_dict(causal.get("naive"))),
+               ("inverse propensity weighting", as_dict(causal.get("ipw"))),
+               (f"adjusted ({ate.get('estimator') or 'estimator not named'})", ate)]
+    effects = [(name, block) for name, block in effects if block]
+    segments = [as_dict(s) for s in as_list(causal.get("segments"))]
+    segment_names = [fmt.text(s.get("segment")) for s in segments]
+    refutations = []
+    for refutation in as_list(causal.get("refutations")):
+        refutation = as_dict(refutation)
+        details = as_dict(refutation.get("details"))
+        refutations.append({"r": refutation, "details": [(str(k), _plain(v)) for k, v in details.items()]})
+    return {
+        "kind": "causal",
+        "anchor": f"d{entry.number}",
+        "title": _title(entry, f"Causal effect of {treatment} on {outcome}"),
+        "treatment": treatment, "outcome": outcome,
+        "confounders": [str(c) for c in as_list(causal.get("confounders"))],
+        "modifiers": [str(m) for m in as_list(causal.get("effect_modifiers"))],
+        "estimand": as_str(causal.get("identified_estimand")),
+        "graph": _svg(charts.causal_graph(as_list(graph.get("nodes")), as_list(graph.get("edges")),
+                                          treatment=treatment, outcome=outcome,
+                                          confounders=as_list(causal.get("confounders")),
+                                          modifiers=as_list(causal.get("effect_modifiers")))),
+        "effects": [{"name": name, "e": block} for name, block in effects],
+        "effects_chart": _svg(charts.forest([n for n, _ in effects], ["effect"], {(n, "effect"): b for n, b in effects},
+                                            xlabel=f"effect on {outcome}", reference=0.0)),
+        "refutations": refutations,
+        "segments": segments,
+        "segments_chart": _svg(charts.forest(segment_names, ["effect"],
+                                             {(n, "effect"): s for n, s in zip(segment_names, segments)},
+                                             xlabel=f"effect on {outcome}",
+                                             reference=fmt.as_number(ate.get("value")),
+                                             reference_label="average effect")),
+        "propensity_source": as_str(as_dict(causal.get("propensities")).get("source")),
+        "n_rows": causal.get("n_rows"), "n_treated": causal.get("n_treated"),
+        "bias_of_naive": as_dict(causal.get("bias_of_naive")),
+        "notes": [str(n) for n in as_list(causal.get("notes"))],
+        "policy": [(str(k), _plain(v)) for k, v in as_dict(causal.get("policy")).items()]
+        if causal.get("policy") else None,
+        "warnings": [str(w) for w in as_list(causal.get("warnings"))],
+    }
+
+
+# --- gate ---------------------------------------------------------------------------------------
+
+def _gate_view(entry: Entry) -> dict:
+    gate = entry.doc
+    candidates = []
+    groups: dict[tuple, dict] = {}
+    for candidate in as_list(gate.get("candidates")):
+        candidate = as_dict(candidate)
+        name = fmt.text(candidate.get("name"))
+        criteria = [as_dict(c) for c in as_list(candidate.get("criteria"))]
+        candidates.append({"name": name, "decision": fmt.text(candidate.get("decision")),
+                           "diagnostics": as_dict(candidate.get("diagnostics")), "criteria": criteria,
+                           "failures": [str(f) for f in as_list(as_dict(candidate.get("diagnostics")).get("failures"))]})
+        for criterion in criteria:
+            # One chart per criterion (metric and rule): the candidates share its units and threshold.
+            key = (fmt.text(criterion.get("metric")), fmt.text(criterion.get("rule")),
+                   bool(criterion.get("relative")), fmt.as_number(criterion.get("threshold")))
+            group = groups.setdefault(key, {"names": [], "points": {}})
+            group["names"].append(name)
+            group["points"][(name, fmt.text(criterion.get("decision")))] = {
+                "value": criterion.get("difference"), "ci_low": criterion.get("ci_low"),
+                "ci_high": criterion.get("ci_high")}
+    charts_ = []
+    for (metric, rule, relative, threshold), group in groups.items():
+        decisions = [d for d in ("pass", "inconclusive", "fail")
+                     if any(k[1] == d for k in group["points"])]
+        decisions += sorted({k[1] for k in group["points"]} - set(decisions))
+        svg = charts.forest(group["names"], decisions, group["points"],
+                            xlabel=f"{metric}: difference to {gate.get('baseline')}",
+                            reference=threshold,
+                            reference_label=f"threshold ({rule}{', relative margin' if relative else ''})",
+                            colours=charts.DECISION_COLOURS)
+        if svg:
+            charts_.append({"title": f"{metric}, {rule}", "chart": _svg(svg)})
+    multiplicity = as_dict(gate.get("multiplicity"))
+    return {
+        "kind": "gate",
+        "anchor": f"d{entry.number}",
+        "title": "Gate decision",
+        "decision": fmt.text(gate.get("decision")),
+        "exit_code": gate.get("exit_code"),
+        "baseline": fmt.text(gate.get("baseline")),
+        "estimator": fmt.text(gate.get("estimator")),
+        "alpha": gate.get("alpha"),
+        "ci": fmt.text(gate.get("ci")),
+        "multiplicity": multiplicity or None,
+        "candidates": candidates,
+        "charts": charts_,
+        "causal": as_dict(gate.get("causal")) or None,
+    }
+
+
+# --- shared helpers and the reproducibility footer --------------------------------------------------
+
+def _plain(value: Any) -> str:
+    """A detail value (number, list, nested dict) as short text for a table cell."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.plain(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return fmt.text(value)
+
+
+def _footer_view(entry: Entry) -> dict:
+    doc = entry.doc
+    titles = {"evaluation": "Policy evaluation", "causal": "Causal analysis", "gate": "Gate"}
+    return {
+        "anchor": f"d{entry.number}",
+        "title": _title(entry, titles[entry.kind]),
+        "schema": fmt.text(doc.get("schema")),
+        "version": fmt.text(doc.get("livegate_version")),
+        "inputs": flatten_inputs(doc.get("inputs")),
+        "seed": fmt.text(doc.get("seed")),
+        # The causal document calls its configuration "settings".
+        "config": json.dumps(doc.get("config", doc.get("settings")), indent=2, sort_keys=True, ensure_ascii=False,
+                             default=str),
+        "timings": [(str(k), v) for k, v in as_dict(doc.get("timings")).items()],
+    }
+
+
+_VIEWS = {"evaluation": _evaluation_view, "causal": _causal_view, "gate": _gate_view}

@@ -1,0 +1,167 @@
+"""Markdown summary for a pull-request comment or a CI step summary ($GITHUB_STEP_SUMMARY).
+
+Shorter than the HTML report: the verdict, the gate's criteria, each evaluation's leading
+estimate per policy, the causal effect and the warnings; the HTML report has the rest. Built
+from plain string lines rather than a template because Markdown tables need per-cell escaping,
+which is clearer in code than in a template.
+"""
+from __future__ import annotations
+
+from . import formatting as fmt
+from .documents import (Entry, Verdict, alpha_of, as_dict, as_list, baseline_of, evaluation_warnings, expand,
+                        flatten_inputs, metrics_of, ordered_policies, primary_estimator, primary_metric, verdicts)
+
+_ICONS = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "info": "ℹ️"}
+# Characters that would end a table cell, start emphasis, a link or a code span, or be read as
+# HTML by GitHub's renderer. Names come from user data, so every one is escaped.
+_ESCAPES = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]",
+            "#": "\\#", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def escape(value: object) -> str:
+    """Text from a document, safe inside a Markdown paragraph or table cell (on one line)."""
+    text = " ".join(fmt.text(value).split())
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    align = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _verdict_line(verdict: Verdict) -> str:
+    return f"**{_ICONS.get(verdict.status, '')} {escape(verdict.label)}** {escape(verdict.text)}"
+
+
+def _gate(entry: Entry) -> list[str]:
+    gate = entry.doc
+    lines = [f"### Gate: {escape(gate.get('decision'))} (exit code {escape(gate.get('exit_code'))})", "",
+             f"Paired difference to {escape(gate.get('baseline'))} with estimator {escape(gate.get('estimator'))}, "
+             f"alpha {fmt.plain(gate.get('alpha'))}.", ""]
+    multiplicity = as_dict(gate.get("multiplicity"))
+    if multiplicity:
+        lines += [f"Multiplicity: {escape(multiplicity.get('method'))} over {escape(multiplicity.get('n_tests'))} "
+                  f"tests. {escape(fmt.sentence(multiplicity.get('note')))}".rstrip(), ""]
+    rows = []
+    notes = []
+    for candidate in as_list(gate.get("candidates")):
+        candidate = as_dict(candidate)
+        for criterion in as_list(candidate.get("criteria")):
+            c = as_dict(criterion)
+            decision = fmt.text(c.get("decision"))
+            rows.append([escape(candidate.get("name")), escape(c.get("metric")),
+                         escape(f"{fmt.text(c.get('rule'))} > {fmt.plain(c.get('threshold'))}"
+                                + (" (relative margin)" if c.get("relative") else "")),
+                         fmt.signed(c.get("difference")),
+                         f"{fmt.interval(c.get('ci_low'), c.get('ci_high'))} at {fmt.level(c.get('confidence'))}",
+                         escape(fmt.pvalue(c.get("p_value"))),
+                         f"{_ICONS.get(decision, '')} {escape(decision)}", escape(fmt.sentence(c.get("reason")))])
+        failures = as_list(as_dict(candidate.get("diagnostics")).get("failures"))
+        if failures:
+            notes.append(f"- {escape(candidate.get('name'))}: diagnostics miss the thresholds: "
+                         + "; ".join(escape(f) for f in failures))
+    if rows:
+        lines += _table(["Candidate", "Metric", "Rule", "Difference", "Interval", "p", "Decision", "Reason"],
+                        rows, right={3, 4, 5})
+    lines += notes + ([""] if notes else [])
+    causal = as_dict(gate.get("causal"))
+    if causal:
+        decision = fmt.text(causal.get("decision"))
+        lines += [f"Causal requirement on {escape(causal.get('outcome'))}"
+                  f"{'' if causal.get('required') else ' (not required)'}: {_ICONS.get(decision, '')} "
+                  f"{escape(decision)}. {escape(fmt.sentence(causal.get('reason')))}".rstrip(), ""]
+    return lines
+
+
+def _evaluation(entry: Entry) -> list[str]:
+    evaluation = entry.doc
+    estimator = primary_estimator(evaluation, entry.estimator)
+    baseline = baseline_of(evaluation)
+    level = fmt.confidence(alpha_of(evaluation))
+    data = as_dict(evaluation.get("data"))
+    title = "Evaluation" + (" (embedded in the gate)" if entry.embedded_in else "")
+    lines = [f"### {title}", ""]
+    if data:
+        period = as_dict(data.get("period"))
+        lines += [f"{fmt.num(data.get('n_rows'))} rows, {fmt.num(data.get('n_actions'))} actions"
+                  + (f", {fmt.when(period.get('start'))} to {fmt.when(period.get('end'))}" if period else "")
+                  + f"; estimator {escape(estimator)}, {level} intervals, baseline {escape(baseline)}.", ""]
+    for metric, block in metrics_of(evaluation).items():
+        rows = []
+        policies = as_dict(block.get("policies"))
+        for name in ordered_policies(policies, baseline):
+            policy = as_dict(policies.get(name))
+            estimate = as_dict(as_dict(policy.get("estimates")).get(estimator))
+            vs = as_dict(as_dict(policy.get("vs_baseline")).get(estimator))
+            diagnostics = as_dict(policy.get("diagnostics"))
+            is_baseline = name == baseline
+            rows.append([escape(name) + (" (baseline)" if is_baseline else ""),
+                         f"{fmt.num(estimate.get('value'))} {fmt.interval(estimate.get('ci_low'), estimate.get('ci_high'))}",
+                         "" if is_baseline else f"{fmt.signed(vs.get('difference'))} "
+                                                f"{fmt.interval(vs.get('ci_low'), vs.get('ci_high'))}",
+                         "" if is_baseline else fmt.pct(vs.get("relative"), sign=True),
+                         fmt.num(diagnostics.get("ess")), fmt.pct(diagnostics.get("unsupported_mass"))])
+        if rows:
+            lines += [f"**{escape(metric)}**" + (" (primary)" if metric == primary_metric(evaluation) else ""), ""]
+            lines += _table(["Policy", "Value", "Difference", "Relative", "ESS", "Unsupported"], rows,
+                            right={1, 2, 3, 4, 5})
+    warnings = []
+    for w in evaluation_warnings(evaluation):
+        who = ", ".join(escape(p) for p in w["policies"])
+        if w["metrics"]:
+            who += " on " + ", ".join(escape(m) for m in w["metrics"])
+        warnings.append(f"{who.strip()}: {escape(w['text'])}" if who else escape(w["text"]))
+    if warnings:
+        lines += ["Warnings:", ""] + [f"- {w}" for w in warnings] + [""]
+    return lines
+
+
+def _causal(entry: Entry) -> list[str]:
+    causal = entry.doc
+    title = f"Causal effect of {escape(causal.get('treatment'))} on {escape(causal.get('outcome'))}"
+    lines = [f"### {title}" + (" (embedded in the gate)" if entry.embedded_in else ""), ""]
+    rows = []
+    for name, key in (("naive difference in means", "naive"), ("inverse propensity weighting", "ipw"),
+                      ("adjusted", "ate")):
+        block = as_dict(causal.get(key))
+        if block:
+            label = name + (f" ({escape(block.get('estimator'))})" if key == "ate" and block.get("estimator") else "")
+            rows.append([label, fmt.signed(block.get("value")), fmt.interval(block.get("ci_low"), block.get("ci_high"))])
+    if rows:
+        lines += _table(["Estimate", "Effect", "Interval"], rows, right={1, 2})
+    refutations = [as_dict(r) for r in as_list(causal.get("refutations"))]
+    if refutations:
+        lines += _table(["Refuter", "New effect", "p", "Result"],
+                        [[escape(r.get("name")), fmt.signed(r.get("new_effect")), escape(fmt.pvalue(r.get("p_value"))),
+                          "✅ pass" if r.get("passed") is True else "❌ fail" if r.get("passed") is False else "not applicable"]
+                         for r in refutations], right={1, 2})
+    warnings = as_list(causal.get("warnings"))
+    if warnings:
+        lines += ["Warnings:", ""] + [f"- {escape(w)}" for w in warnings] + [""]
+    return lines
+
+
+def render_markdown(documents: list[dict]) -> str:
+    """Summary of any mix of evaluation, causal and gate documents, as GitHub-flavoured Markdown."""
+    entries = expand(documents)
+    lines = ["## livegate", ""]
+    lines += [_verdict_line(v) + "  " for v in verdicts(entries)] + [""]
+    render = {"gate": _gate, "evaluation": _evaluation, "causal": _causal}
+    for entry in entries:
+        lines += render[entry.kind](entry)
+    inputs = []
+    for entry in entries:
+        if entry.embedded_in:
+            continue  # the gate's own footer line names what it read
+        doc = entry.doc
+        # A shortened fingerprint in a code span; backticks removed so that it cannot close the span.
+        named = ", ".join(f"{escape(name)} `{fmt.text(fp).replace('`', '')[:19]}`"
+                          for name, _, fp in flatten_inputs(doc.get("inputs")) if fp)
+        inputs.append(f"{escape(doc.get('schema'))}: livegate {escape(doc.get('livegate_version'))}, "
+                      f"seed {escape(doc.get('seed'))}" + (f"; inputs {named}" if named else ""))
+    if inputs:
+        lines += ["<sub>" + "<br>".join(inputs) + "<br>Full details, charts and configuration in the HTML report.</sub>",
+                  ""]
+    return "\n".join(lines).rstrip() + "\n"
