@@ -235,7 +235,6 @@ def cmd_causal(args) -> int:
     from causal.graph import parse_graph
     from datasets import InputError, Problem
     from datasets.io import write_atomic
-    from datasets.loading import open_dataset, read_table
     from reports.terminal import causal_summary
 
     progress = _progress(args)
@@ -252,7 +251,7 @@ def cmd_causal(args) -> int:
                           n_folds=args.folds, alpha=args.alpha, seed=args.seed, segments=split(args.segments),
                           learn_policy=bool(args.policy_out))
     progress("reading logs")
-    data = read_table(args.logs, [], dataset=open_dataset(args.logs)).to_pandas()
+    data = _causal_frame(args.logs, config)
     result = run_causal_check(data, config, progress=progress)
     result.provenance = _provenance({"logs": Path(args.logs), "graph": Path(args.graph) if args.graph else None},
                                     args.seed)
@@ -288,14 +287,9 @@ def cmd_report(args) -> int:
         raise InputError(problems)
     from reports import document_kind
     for path, doc in zip(args.results, documents):
-        document_kind(doc, source=path) if _accepts_source(document_kind) else document_kind(doc)
+        document_kind(doc, source=path)
     _write_outputs(args, documents, _protected(*args.results), report=args.out, markdown=args.markdown)
     return EXIT_OK
-
-
-def _accepts_source(fn) -> bool:
-    import inspect
-    return "source" in inspect.signature(fn).parameters
 
 
 def cmd_gate(args) -> int:
@@ -339,15 +333,32 @@ def run_gate(args, cfg) -> int:
     return result.exit_code
 
 
+def _causal_frame(path, config):
+    """The causal check's columns: treatment, outcome, the named confounders / modifiers / graph
+    nodes, the context columns (x_*) the default graph picks from, and the keys. Other outcomes are
+    not read: they must never be adjusted for."""
+    from datasets import LogSchema
+    from datasets.loading import column_names, open_dataset, read_table
+
+    dataset = open_dataset(path)
+    schema = LogSchema()
+    named = [*(config.confounders or ()), *(config.effect_modifiers or ()), *(config.segments or ())]
+    if config.graph is not None:
+        named += list(config.graph.nodes)
+    context = schema.context_columns(column_names(dataset), exclude=(config.treatment, config.outcome))
+    keys = [schema.decision_id, schema.action, schema.propensity]
+    return read_table(path, [config.treatment, config.outcome, *named], optional=[*context, *keys],
+                      dataset=dataset).to_pandas()
+
+
 def _run_causal_requirement(cfg, progress):
     from causal import CausalConfig, run_causal_check
-    from datasets.loading import open_dataset, read_table
 
     req = cfg.causal
-    data = read_table(req.logs, [], dataset=open_dataset(req.logs)).to_pandas()
     config = CausalConfig(treatment=req.treatment, outcome=req.outcome, confounders=req.confounders,
                           effect_modifiers=req.effect_modifiers, estimator=req.estimator, seed=cfg.seed,
                           learn_policy=False)
+    data = _causal_frame(req.logs, config)
     progress("causal check")
     result = run_causal_check(data, config, progress=progress)
     result.provenance = _provenance({"logs": req.logs}, cfg.seed)
