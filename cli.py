@@ -42,12 +42,12 @@ class _Parser(argparse.ArgumentParser):
 def _progress(args) -> Callable[[str], None]:
     """Progress on stderr when it is a terminal and --quiet is off; silent otherwise."""
     if getattr(args, "quiet", False) or not sys.stderr.isatty():
-        return lambda _msg: None
+        return lambda *_: None
     from tqdm import tqdm
 
     bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, leave=False)
 
-    def step(message: str) -> None:
+    def step(message: str, *_counts) -> None:  # causal/ also passes (done, total)
         bar.set_description_str(f"livegate: {message}")
         bar.update(1)
     return step
@@ -101,7 +101,7 @@ def _provenance(inputs: dict, seed: int) -> dict:
 
 
 def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, context, estimate_propensities,
-                         seed, named_rewards=None, progress=lambda _m: None):
+                         seed, named_rewards=None, progress=lambda *_: None):
     """Load logs, policies and predictions through the datasets layer (one validation for all)."""
     from datasets import InputError, Problem, compact_policy, load_logs, load_policy, load_q_hat
     from datasets.feedback import compact_columns

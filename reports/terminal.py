@@ -35,7 +35,7 @@ def evaluation_table(doc: dict) -> str:
     for metric, block in doc["metrics"].items():
         lines.append("")
         lines.append(_clip(f"{metric}  ({level} {cfg.get('ci', 'normal')} intervals; difference vs {base})", 100))
-        header = f"{'policy':<16} {'estimator':<11} {'value':>10} {'interval':<21} {'difference':>11} {'interval':<21} {'rel.':>7}"
+        header = f"{'policy':<14} {'estimator':<10} {'value':>10} {'interval':<21} {'difference':>11} {'interval':<21} {'rel.':>7}"
         lines.append(header)
         lines.append("-" * len(header))
         for name, result in block["policies"].items():
@@ -43,7 +43,7 @@ def evaluation_table(doc: dict) -> str:
                 vs = result["vs_baseline"].get(ident)
                 diff = (f"{_signed(vs['difference']):>11} {_ci(vs['ci_low'], vs['ci_high']):<21} "
                         f"{_pct(vs.get('relative')):>7}") if vs else f"{'—':>11}"
-                lines.append(f"{_clip(name, 16):<16} {_clip(ident, 11):<11} {_num(est['value']):>10} "
+                lines.append(f"{_clip(name, 14):<14} {_clip(ident, 10):<10} {_num(est['value']):>10} "
                              f"{_ci(est['ci_low'], est['ci_high']):<21} {diff}")
     lines.append("")
     lines.append("diagnostics")

@@ -148,3 +148,28 @@ def test_unknown_estimator_and_bad_ci_exit_2(sim, capsys):
     assert "unknown estimator 'magic'" in capsys.readouterr().err
     assert _evaluate(out, "--estimators", "snips", "--ci", "bernstein") == 2
     assert "plain-mean" in capsys.readouterr().err
+
+
+def test_terminal_table_fits_100_columns(sim, capsys):
+    out, _ = sim
+    assert _evaluate(out, "--reward", "watch_seconds", "--reward", "engagement=watch_seconds + 50*gift_value",
+                     "--estimators", "ips:clip=20,snips,switch-dr:tau=5,dr-os:lambda=10",
+                     policies=("better", "worse", "greedy")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("switch-dr" in line for line in lines)
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_positions_are_samples_of_their_own(tmp_path):
+    simulation = simulate(SimulationConfig(n_rounds=15_000, n_positions=2, seed=4))
+    write_simulation(simulation, tmp_path)
+    result = tmp_path / "r.json"
+    assert cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "logs.parquet"), "--policy",
+                     f"better={tmp_path / 'policies' / 'better.parquet'}", "--reward", "click",
+                     "--estimators", "ips,snips", "--out", str(result)]) == 0
+    doc = json.loads(result.read_text())
+    assert doc["data"]["n_positions"] == 2 and doc["data"]["n_rows"] == 30_000
+    truth = simulation.truth["policies"]["better"]["click"]
+    for est in ("ips", "snips"):
+        e = doc["policies"]["better"]["estimates"][est]
+        assert e["ci_low"] <= truth <= e["ci_high"]
