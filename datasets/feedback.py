@@ -6,6 +6,7 @@ to the logs is a few vectorised array operations (no Python loop over rows, no p
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,17 @@ class LoggedData:
     def reward(self, spec: RewardSpec) -> np.ndarray:
         return spec.combine(self.outcomes)
 
+    @functools.cached_property
+    def first_id_if_ordered(self) -> int | None:
+        """The first decision id when row i holds integer decision id first + i (one position): then a
+        decision's row is its id's offset, with no lookup at all."""
+        ids = self.decision_ids
+        if (ids is None or self.position is not None and self.n_positions > 1 or len(ids) != self.n
+                or not np.issubdtype(ids.dtype, np.integer) or int(ids[-1]) - int(ids[0]) != self.n - 1
+                or not np.array_equal(self.decision_code, np.arange(self.n))):
+            return None
+        return int(ids[0])
+
     def row_key(self) -> np.ndarray:
         """Dense int64 key of (decision, position), unique per row."""
         pos = 0 if self.position is None else self.position
@@ -85,10 +97,10 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
     dense = _dense_int_range(uniques, len(uniques))
     if dense is not None and np.issubdtype(values.dtype, np.integer):
         low, high = dense
-        code_of = np.full(high - low + 1, -1, dtype=np.int64)
-        code_of[uniques - low] = np.arange(len(uniques))
-        inside = (values >= low) & (values <= high)
-        return np.where(inside, code_of[np.clip(values - low, 0, high - low)], -1)
+        # padded table: slot 0 and the last slot answer -1 for values below and above the range
+        code_of = np.full(high - low + 3, -1, dtype=np.int64)
+        code_of[uniques - low + 1] = np.arange(len(uniques))
+        return code_of[np.clip(values - (low - 1), 0, high - low + 2)]
     try:
         idx = np.searchsorted(uniques, values)
     except TypeError:  # mixed types (int logs, string policy): nothing matches
@@ -247,13 +259,10 @@ def _map_rows(logs: LoggedData, decision_values: np.ndarray, position: np.ndarra
     """Log row of each (decision, position) of another table; -1 where the logs have none."""
     n_pos = logs.n_positions
     ids = logs.decision_ids
-    if (position is None and n_pos == 1 and np.issubdtype(ids.dtype, np.integer)
-            and np.issubdtype(decision_values.dtype, np.integer) and int(ids[-1]) - int(ids[0]) == len(ids) - 1
-            and np.array_equal(logs.decision_code[:: max(1, logs.n // 1000)],
-                               np.arange(0, logs.n, max(1, logs.n // 1000)))
-            and np.all(logs.decision_code[1:] > logs.decision_code[:-1])):
-        # logs ordered by consecutive integer ids (the common export): the row is the id's offset
-        offset = decision_values - int(ids[0])
+    first = logs.first_id_if_ordered
+    if first is not None and (position is None or not np.any(position)) and \
+            np.issubdtype(decision_values.dtype, np.integer):
+        offset = decision_values - first
         return np.where((offset >= 0) & (offset < logs.n), offset, -1)
     dec = _lookup(ids, decision_values)
     pos = np.zeros(len(dec), dtype=np.int64) if position is None else position
