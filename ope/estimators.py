@@ -50,7 +50,9 @@ class Terms:
         return len(self.weighted)
 
     def value(self) -> float:
-        total = float(np.sum(self.weighted)) / (float(np.sum(self.norm)) if self.norm is not None else self.n)
+        """NaN when the denominator is 0 (e.g. snips when no logged action has a positive weight)."""
+        denominator = float(np.sum(self.norm)) if self.norm is not None else float(self.n)
+        total = float(np.sum(self.weighted)) / denominator if denominator != 0 else math.nan
         if self.direct is not None:
             total += float(np.mean(self.direct))
         return total
@@ -135,7 +137,11 @@ def dr_os(x: RowInputs, lambda_: float = 100.0) -> Terms:
     w is replaced by lambda w / (w^2 + lambda); lambda -> inf recovers DR, lambda -> 0 recovers DM."""
     q, q_pi = _need_model(x, "dr-os")
     w = x.weight
-    shrunk = lambda_ * w / (w * w + lambda_)
+    if math.isinf(lambda_):
+        shrunk = w
+    else:
+        with np.errstate(invalid="ignore"):  # 0 / 0 only at w = lambda = 0, where the shrunk weight is 0
+            shrunk = np.where(w > 0, lambda_ * w / (w * w + lambda_), 0.0)
     return Terms(weighted=shrunk * (x.reward - q), direct=q_pi)
 
 
@@ -148,7 +154,8 @@ def pm_ips(x: RowInputs, lambda_: float | None = None) -> Terms:
     if lambda_ is None:
         d2 = max(float(np.mean(w * w)), 1e-12)
         lambda_ = min(1.0, math.sqrt(4.0 * math.log(1.0 / x.alpha) / (3.0 * x.n * d2)))
-    corrected = w / ((1.0 - lambda_) + lambda_ * w)
+    with np.errstate(invalid="ignore"):  # 0 / 0 only at w = 0, lambda = 1: a row the candidate never takes
+        corrected = np.where(w > 0, w / ((1.0 - lambda_) + lambda_ * w), 0.0)
     return Terms(weighted=corrected * x.reward)
 
 
@@ -197,6 +204,10 @@ _REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]
     "mips": (mips, {"self_normalised": ("self_normalised", lambda s: s.lower() in {"1", "true", "yes"})}),
 }
 
+#: upper bounds of parameters: the power-mean lambda mixes w with 1, so it lies in (0, 1]
+#: (lambda > 1 makes (1 - lambda) + lambda w vanish at w = 1 - 1/lambda).
+_UPPER: dict[tuple[str, str], float] = {("pm-ips", "lambda"): 1.0}
+
 ESTIMATOR_NAMES = tuple(_REGISTRY)
 _IDENT = re.compile(r"^(?P<name>[a-z][a-z-]*)(?::(?P<params>.*))?$")
 
@@ -225,5 +236,8 @@ def parse_estimator(identifier: str) -> EstimatorSpec:
             raise InputError(Problem("--estimators", f"'{identifier}': '{raw}' is not a number")) from None
         if isinstance(value, float) and not value > 0:
             raise InputError(Problem("--estimators", f"'{identifier}': {key} must be positive"))
+        upper = _UPPER.get((name, key))
+        if upper is not None and value > upper:
+            raise InputError(Problem("--estimators", f"'{identifier}': {key} must be at most {upper:g}"))
         params[keyword] = value
     return EstimatorSpec(identifier=ident, name=name, params=params)

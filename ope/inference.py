@@ -137,6 +137,8 @@ def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: fl
     full-sample one."""
     contrast = replicates @ np.asarray(coefs, dtype=np.float64)
     contrast = contrast[np.isfinite(contrast)]
+    if contrast.size < 2:  # undefined in (almost) every resample, e.g. snips with no positive weight
+        return Interval(point, math.nan, math.nan, math.nan, "bootstrap")
     low, high = np.quantile(contrast, [alpha / 2.0, 1.0 - alpha / 2.0])
     return Interval(point, float(np.std(contrast, ddof=1)), float(low), float(high), "bootstrap")
 
