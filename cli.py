@@ -182,11 +182,29 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
+def _reward_ranges(items: Sequence[str] | None) -> dict[str, tuple[float, float]]:
+    from datasets import InputError, Problem
+
+    ranges = {}
+    for item in items or []:
+        metric, _, bounds = item.partition("=")
+        try:
+            low, high = (float(b) for b in bounds.split(","))
+        except ValueError:
+            raise InputError(Problem("--reward-range", f"cannot read '{item}'",
+                                     fix="write METRIC=LOW,HIGH, e.g. --reward-range click=0,1")) from None
+        if not metric.strip() or not low < high:
+            raise InputError(Problem("--reward-range", f"'{item}' needs a metric and LOW < HIGH"))
+        ranges[metric.strip()] = (low, high)
+    return ranges
+
+
 def _evaluation_config(args):
     from ope import EvaluationConfig
     return EvaluationConfig(estimators=tuple(e for e in args.estimators.split(",") if e.strip()), ci=args.ci,
                             alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, baseline=args.baseline,
-                            n_folds=args.folds)
+                            n_folds=args.folds, reward_ranges=_reward_ranges(args.reward_range),
+                            max_weight=args.max_weight)
 
 
 def cmd_evaluate(args) -> int:
@@ -312,7 +330,8 @@ def run_gate(args, cfg) -> int:
         ",".join(cfg.context) if cfg.context else None, False, cfg.seed, named_rewards=cfg.rewards,
         progress=progress)
     config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
-                              seed=cfg.seed, baseline=cfg.baseline)
+                              seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
+                              max_weight=cfg.max_weight)
     evaluation = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
     inputs = {"config": cfg.source, "logs": cfg.logs, "policies": {n: p for n, p in paths.items() if p},
               "q_hat": cfg.q_hat}
@@ -434,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
+    p.add_argument("--reward-range", action="append", metavar="METRIC=LOW,HIGH",
+                   help="range every reward can take, known a priori (makes --ci bernstein a guarantee)")
+    p.add_argument("--max-weight", type=float,
+                   help="bound on pi_e/pi_0 known by design (default 1 / smallest logged propensity)")
     p.add_argument("--baseline", default="logging")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--estimate-propensities", action="store_true",

@@ -57,6 +57,8 @@ class GateConfig:
     baseline: str = "logging"
     q_hat: Path | None = None
     context: tuple[str, ...] | None = None
+    reward_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    max_weight: float | None = None
     min_ess: float = 0.0
     max_unsupported_mass: float = 1.0
     causal: CausalRequirement | None = None
@@ -105,7 +107,8 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
             return default
         return value
 
-    known = {"data", "evaluation", "candidate", "criterion", "diagnostics", "causal", "output", "rewards"}
+    known = {"data", "evaluation", "candidate", "criterion", "diagnostics", "causal", "output", "rewards",
+             "reward_range"}
     for key in raw:
         if key not in known:
             problems.append(Problem(src, f"unknown table [{key}]", fix=f"use only {', '.join(sorted(known))}"))
@@ -124,6 +127,15 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
             rewards[name] = parse_reward(f"{name}={expr}", source=src)
         except InputError as exc:
             problems.extend(exc.problems)
+
+    reward_ranges: dict[str, tuple[float, float]] = {}
+    for name, bounds in table("reward_range").items():
+        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds)
+                or not bounds[0] < bounds[1]):
+            problems.append(Problem(src, f"[reward_range] {name} must be [LOW, HIGH] with LOW < HIGH"))
+            continue
+        reward_ranges[name] = (float(bounds[0]), float(bounds[1]))
+    max_weight = get(evaluation, "evaluation", "max_weight", (int, float))
 
     candidates = []
     raw_candidates = raw.get("candidate", [])
@@ -202,5 +214,6 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
         n_boot=int(get(evaluation, "evaluation", "n_boot", int, default=1000)),
         baseline=get(evaluation, "evaluation", "baseline", str, default="logging"),
         q_hat=(base / q_hat) if q_hat else None, context=tuple(context) if context else None,
+        reward_ranges=reward_ranges, max_weight=float(max_weight) if max_weight else None,
         min_ess=float(min_ess), max_unsupported_mass=float(max_unsupported), causal=causal,
         output=outputs, raw=raw)

@@ -13,15 +13,16 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     """n, effective sample size (sum w)^2 / sum w^2 (Kong 1992), weight statistics and a histogram.
 
     Under correct propensities E_pi0[w] = sum of pi_e over actions the logging policy supports, so
-    1 - mean(w) estimates the candidate's probability mass outside the logging policy's support
-    (`unsupported_mass`); a mean weight significantly above 1 can only mean wrong propensities.
+    max(0, 1 - mean(w)) estimates the candidate's probability mass outside the logging policy's
+    support (`unsupported_mass`, with a one-sided 95% upper bound); a mean weight significantly
+    above 1 can only mean wrong propensities.
     """
     n = len(weight)
     total, total_sq = float(np.sum(weight)), float(np.sum(weight * weight))
     mean = total / n
     se = float(np.std(weight, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    z = (mean - 1.0) / se if se and se > 0 else 0.0
-    unsupported = max(0.0, 1.0 - mean) if z < -MEAN_WEIGHT_Z else 0.0
+    unsupported = min(1.0, max(0.0, 1.0 - mean))
+    unsupported_upper = min(1.0, max(0.0, 1.0 - mean + 1.6448536269514722 * (se if math.isfinite(se) else 0.0)))
     qs = np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
     positive = weight[weight > 0]
     top = float(weight.max()) if n else 0.0
@@ -35,6 +36,7 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
         "mean_weight_se": se,
         "zero_weight_fraction": 1.0 - len(positive) / n if n else math.nan,
         "unsupported_mass": unsupported,
+        "unsupported_mass_upper": unsupported_upper,
         "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
         "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }

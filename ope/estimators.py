@@ -31,6 +31,8 @@ class RowInputs:
     q_pi: np.ndarray | None = None         # reward model averaged over the candidate's actions
     category_weight: np.ndarray | None = None   # p_e(c|x) / p_0(c|x) of the logged action's category
     alpha: float = 0.05
+    reward_range: tuple[float, float] | None = None   # known a priori: gives the terms' range (bernstein)
+    max_weight: float | None = None                    # a bound on w known a priori
 
     @property
     def n(self) -> int:
@@ -44,6 +46,7 @@ class Terms:
     weighted: np.ndarray
     direct: np.ndarray | None = None
     norm: np.ndarray | None = None
+    bounds: tuple[float, float] | None = None   # a-priori range of direct + weighted (plain means only)
 
     @property
     def n(self) -> int:
@@ -77,7 +80,7 @@ class Terms:
 
     def subset(self, mask: np.ndarray) -> "Terms":
         pick = lambda a: None if a is None else a[mask]  # noqa: E731
-        return Terms(weighted=self.weighted[mask], direct=pick(self.direct), norm=pick(self.norm))
+        return Terms(weighted=self.weighted[mask], direct=pick(self.direct), norm=pick(self.norm), bounds=self.bounds)
 
     @property
     def self_normalised(self) -> bool:
@@ -92,11 +95,29 @@ def _need_model(x: RowInputs, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x.q_logged, x.q_pi
 
 
+def _weighted_reward_bounds(x: RowInputs, weight_cap: float = math.inf) -> tuple[float, float] | None:
+    """Range of w' r for w' in [0, min(W, cap)] and r in [lo, hi]."""
+    if x.reward_range is None or x.max_weight is None:
+        return None
+    lo, hi = x.reward_range
+    w = min(x.max_weight, weight_cap)
+    return min(0.0, w * lo), max(0.0, w * hi)
+
+
+def _dr_bounds(x: RowInputs, weight_cap: float = math.inf) -> tuple[float, float] | None:
+    """Range of q_pi + w' (r - q) for q, q_pi, r in [lo, hi] and w' in [0, min(W, cap)]."""
+    if x.reward_range is None or x.max_weight is None:
+        return None
+    lo, hi = x.reward_range
+    w = min(x.max_weight, weight_cap)
+    return lo - w * (hi - lo), hi + w * (hi - lo)
+
+
 def ips(x: RowInputs, clip: float = math.inf) -> Terms:
     """Inverse propensity scoring, mean(min(w, clip) r) (Horvitz & Thompson 1952; clipped form:
     Ionides 2008, Strehl et al. 2010). Unbiased when clip is infinite and pi_0 covers pi_e."""
     w = np.minimum(x.weight, clip) if math.isfinite(clip) else x.weight
-    return Terms(weighted=w * x.reward)
+    return Terms(weighted=w * x.reward, bounds=_weighted_reward_bounds(x, clip))
 
 
 def snips(x: RowInputs) -> Terms:
@@ -108,14 +129,14 @@ def snips(x: RowInputs) -> Terms:
 def dm(x: RowInputs) -> Terms:
     """Direct method, mean(q_pi) (Beygelzimer & Langford 2009; Dudik et al. 2011, eq. 1)."""
     _, q_pi = _need_model(x, "dm")
-    return Terms(weighted=np.zeros(x.n), direct=q_pi)
+    return Terms(weighted=np.zeros(x.n), direct=q_pi, bounds=_dr_bounds(x, 0.0))
 
 
 def dr(x: RowInputs) -> Terms:
     """Doubly robust, mean(q_pi + w (r - q)) (Dudik, Langford & Li 2011, eq. 3). Unbiased if either
     the propensities or the reward model are correct."""
     q, q_pi = _need_model(x, "dr")
-    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi)
+    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi, bounds=_dr_bounds(x))
 
 
 def sndr(x: RowInputs) -> Terms:
@@ -129,7 +150,8 @@ def switch_dr(x: RowInputs, tau: float = 10.0) -> Terms:
     tau fall back to the model. Summing the model term over all actions, this is
     mean(q_pi + w (r - q) 1[w <= tau])."""
     q, q_pi = _need_model(x, "switch-dr")
-    return Terms(weighted=np.where(x.weight <= tau, x.weight * (x.reward - q), 0.0), direct=q_pi)
+    return Terms(weighted=np.where(x.weight <= tau, x.weight * (x.reward - q), 0.0), direct=q_pi,
+                 bounds=_dr_bounds(x, tau))
 
 
 def dr_os(x: RowInputs, lambda_: float = 100.0) -> Terms:
@@ -142,7 +164,8 @@ def dr_os(x: RowInputs, lambda_: float = 100.0) -> Terms:
     else:
         with np.errstate(invalid="ignore"):  # 0 / 0 only at w = lambda = 0, where the shrunk weight is 0
             shrunk = np.where(w > 0, lambda_ * w / (w * w + lambda_), 0.0)
-    return Terms(weighted=shrunk * (x.reward - q), direct=q_pi)
+    # lambda w / (w^2 + lambda) peaks at w = sqrt(lambda) with value sqrt(lambda) / 2
+    return Terms(weighted=shrunk * (x.reward - q), direct=q_pi, bounds=_dr_bounds(x, math.sqrt(lambda_) / 2))
 
 
 def pm_ips(x: RowInputs, lambda_: float | None = None) -> Terms:
@@ -156,7 +179,7 @@ def pm_ips(x: RowInputs, lambda_: float | None = None) -> Terms:
         lambda_ = min(1.0, math.sqrt(4.0 * math.log(1.0 / x.alpha) / (3.0 * x.n * d2)))
     with np.errstate(invalid="ignore"):  # 0 / 0 only at w = 0, lambda = 1: a row the candidate never takes
         corrected = np.where(w > 0, w / ((1.0 - lambda_) + lambda_ * w), 0.0)
-    return Terms(weighted=corrected * x.reward)
+    return Terms(weighted=corrected * x.reward, bounds=_weighted_reward_bounds(x, 1.0 / lambda_ if lambda_ > 0 else math.inf))
 
 
 def mips(x: RowInputs, self_normalised: bool = False) -> Terms:
@@ -168,7 +191,9 @@ def mips(x: RowInputs, self_normalised: bool = False) -> Terms:
         raise InputError(Problem("--estimators", "'mips' needs action categories: logs columns a_category and "
                                  "category_propensity (see --category-column)"))
     cw = x.category_weight
-    return Terms(weighted=cw * x.reward, norm=cw if self_normalised else None)
+    # p_e(c|x) / p_0(c|x) is a ratio of sums over the category's actions, so it is at most max w
+    return Terms(weighted=cw * x.reward, norm=cw if self_normalised else None,
+                 bounds=None if self_normalised else _weighted_reward_bounds(x))
 
 
 @dataclass(frozen=True)

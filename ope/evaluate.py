@@ -35,7 +35,10 @@ class EvaluationConfig:
     n_folds: int = 3
     category_column: str = "a_category"
     category_propensity_column: str = "category_propensity"
-    term_range: tuple[float, float] | None = None
+    #: metric -> (low, high) known a priori (bernstein intervals; q-hat is clipped into it)
+    reward_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: a bound on the importance weight known by design, e.g. 1 / (epsilon / K); default 1 / min propensity
+    max_weight: float | None = None
     max_time_windows: int = 31
 
     def validate(self) -> list[EstimatorSpec]:
@@ -114,6 +117,20 @@ def _category_weights(logs: LoggedData, policy: PolicyTable, cfg: EvaluationConf
     same = cat_of_action[policy.action_code] == category[policy.row]
     p_e = np.bincount(policy.row[same], weights=policy.prob[same], minlength=logs.n)
     return p_e / logs.extra[prop_col]
+
+
+def _reward_range(metric: str, reward: np.ndarray, cfg: EvaluationConfig) -> tuple[float, float] | None:
+    """The configured range, or [0, 1] for a 0/1 reward; None (unknown) otherwise."""
+    if metric in cfg.reward_ranges:
+        low, high = cfg.reward_ranges[metric]
+        outside = int(np.count_nonzero((reward < low) | (reward > high)))
+        if outside:
+            raise InputError(Problem("--reward-range", f"{outside:,} rows of {metric} lie outside [{low}, {high}]",
+                                     fix="give a range that holds every possible reward"))
+        return float(low), float(high)
+    if np.all((reward == 0) | (reward == 1)):
+        return 0.0, 1.0
+    return None
 
 
 def _data_summary(logs: LoggedData, rewards: Mapping[str, np.ndarray]) -> dict:
@@ -201,6 +218,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
         diagnostics[name] = diag
 
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
+    max_weight = config.max_weight or float(1.0 / np.min(logs.propensity))
     results: dict[str, dict[str, PolicyResult]] = {}
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
     engines: dict[str, IntervalEngine] = {}
@@ -215,10 +233,17 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                                                          (q_hat or {}).get(metric), config)
         step(f"estimating {metric}")
         terms: dict[str, dict[str, Terms]] = {}
+        reward_range = _reward_range(metric, reward, config)
+        if reward_range is not None and q_logged is not None:
+            # a model may extrapolate past the reward's range; inside it DR's terms stay bounded
+            q_logged = np.clip(q_logged, *reward_range)
+            q_pi = {k: np.clip(v, *reward_range) for k, v in q_pi.items()}
         for name in all_policies:
             inputs = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
                                q_pi=None if q_pi is None else q_pi.get(name),
-                               category_weight=category_weights.get(name), alpha=config.alpha)
+                               category_weight=category_weights.get(name), alpha=config.alpha,
+                               reward_range=reward_range,
+                               max_weight=1.0 if name == LOGGING_POLICY else max_weight)
             terms[name] = {}
             for s in specs:
                 if s.needs_model and inputs.q_pi is None:
@@ -233,6 +258,10 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
         all_terms[metric] = terms
         engines[metric] = IntervalEngine(terms, config)
         results[metric] = _intervals(engines[metric], config)
+        if any(e.get("ci_method") == "bernstein-observed-range"
+               for r in results[metric].values() for e in r.estimates.values()):
+            warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
+                            f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH.")
         for name in all_policies:
             diag = dict(diagnostics[name])
             diag["reward_model"] = quality
@@ -266,7 +295,7 @@ class IntervalEngine:
                 weights[self.flat.index(key)] += c
             return inference.bootstrap_interval(self.replicates, weights, inference.contrast_value(ts, coefs), alpha)
         if self.cfg.ci == "bernstein":
-            return inference.bernstein_interval(ts, coefs, alpha, self.cfg.term_range)
+            return inference.bernstein_interval(ts, coefs, alpha)
         return inference.normal_interval(ts, coefs, alpha)
 
     def difference(self, policy: str, baseline: str, estimator: str, alpha: float) -> inference.Interval:

@@ -56,25 +56,41 @@ def normal_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: float
     return Interval(value, se, value - half, value + half, "normal")
 
 
+def contrast_bounds(terms: Sequence[Terms], coefs: Sequence[float]) -> tuple[float, float] | None:
+    """A-priori range of sum_k c_k y_k from each term's range (interval arithmetic); None if unknown."""
+    if any(t.bounds is None for t in terms):
+        return None
+    low = sum(c * (t.bounds[0] if c >= 0 else t.bounds[1]) for t, c in zip(terms, coefs))
+    high = sum(c * (t.bounds[1] if c >= 0 else t.bounds[0]) for t, c in zip(terms, coefs))
+    return low, high
+
+
 def bernstein_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: float,
                        term_range: tuple[float, float] | None = None) -> Interval:
     """Empirical-Bernstein interval (Maurer & Pontil 2009, Thm 4; used for off-policy evaluation by
     Thomas, Theocharous & Ghavamzadeh 2015): for i.i.d. terms in [a, b], with probability >= 1 - delta
     |mean - E| <= sqrt(2 V ln(2/delta) / n) + 7 (b - a) ln(2/delta) / (3 (n - 1)), V the sample
     variance; delta = alpha / 2 per side. Valid in finite samples whatever the weights' tail, given
-    the range. Only for plain-mean estimators (the self-normalised ones are ratios)."""
+    the range [a, b]: `term_range`, else the terms' a-priori bounds (from a known reward range and
+    weight bound), else -- no longer a guarantee, and the method says so -- the observed range.
+    Only for plain-mean estimators (the self-normalised ones are ratios)."""
     if any(t.self_normalised for t in terms):
         raise InputError(Problem("--ci", "bernstein intervals need plain-mean estimators",
                                  fix="use ips, dr, dm, switch-dr, dr-os or pm-ips with --ci bernstein"))
     y = sum(c * (t.weighted + (t.direct if t.direct is not None else 0.0)) for t, c in zip(terms, coefs))
     n = len(y)
     value = float(np.mean(y))
-    low, high = term_range if term_range is not None else (float(np.min(y)), float(np.max(y)))
+    method = "bernstein"
+    if term_range is None:
+        term_range = contrast_bounds(terms, coefs)
+    if term_range is None:
+        term_range, method = (float(np.min(y)), float(np.max(y))), "bernstein-observed-range"
+    low, high = term_range
     var = float(np.var(y, ddof=1)) if n > 1 else math.inf
     log_term = math.log(2.0 / (alpha / 2.0))
     half = math.sqrt(2.0 * var * log_term / n) + 7.0 * (high - low) * log_term / (3.0 * max(n - 1, 1))
     se = float(np.std(y, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return Interval(value, se, value - half, value + half, "bernstein")
+    return Interval(value, se, value - half, value + half, method)
 
 
 # --- Poisson bootstrap ---------------------------------------------------------------------------

@@ -431,9 +431,9 @@ def test_unsupported_mass_is_found_when_the_candidate_leaves_the_logging_support
     assert d["unsupported_mass"] > 0
     assert abs(d["unsupported_mass"] - 0.3) <= 4 * d["mean_weight_se"]
     assert any("never takes" in msg for msg in warnings_for(d))
-    # and none on a candidate inside the support
-    w_in = (pe[:7] / 0.7)[a] / p0[a]
-    assert weight_diagnostics(w_in)["unsupported_mass"] == 0.0
+    # and none (within 4 standard errors of mean(w)) on a candidate inside the support
+    d_in = weight_diagnostics((pe[:7] / 0.7)[a] / p0[a])
+    assert d_in["unsupported_mass"] <= 4 * d_in["mean_weight_se"]
 
 
 # =================================================================================================
@@ -525,7 +525,7 @@ def test_mean_weight_is_one_on_correct_propensities_and_flagged_when_they_are_ha
         d = result.metrics["click"][name].diagnostics
         # E[w] = 1 under correct propensities with full support: within 4 standard errors (fixed seed)
         assert abs(d["mean_weight"] - 1.0) <= 4 * d["mean_weight_se"], name
-        assert d["unsupported_mass"] == 0.0
+        assert d["unsupported_mass"] <= 4 * d["mean_weight_se"], name
         assert not any("Mean importance weight" in msg for msg in d["warnings"])
 
     halved = sim.logs.copy()
