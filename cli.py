@@ -101,9 +101,9 @@ def _provenance(inputs: dict, seed: int) -> dict:
 
 
 def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, context, estimate_propensities,
-                         seed, named_rewards=None, progress=lambda *_: None):
+                         seed, named_rewards=None, progress=lambda *_: None, actions=None):
     """Load logs, policies and predictions through the datasets layer (one validation for all)."""
-    from datasets import InputError, Problem, compact_policy, load_logs, load_policy, load_q_hat
+    from datasets import InputError, Problem, compact_policy, load_catalogue, load_logs, load_policy, load_q_hat
     from datasets.feedback import compact_columns
     from datasets.loading import column_names, open_dataset
 
@@ -127,6 +127,8 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
         logs.propensity = estimate(logs.context.assign(_action=logs.action_code), "_action",
                                    list(logs.context.columns), seed=seed)
         logs.propensity_source = "estimated"
+    if actions:
+        load_catalogue(actions, logs)
     policies, problems = {}, []
     for name, path in policies_spec:
         progress(f"joining policy {name}")
@@ -171,14 +173,18 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from datasets import InputError
+    import numpy as np
 
     logs, policies, rewards, _, _ = _load_for_evaluation(args.logs, args.policy or [], args.reward, args.q_hat,
-                                                         args.context, False, 0)
+                                                         args.context, False, 0, actions=args.actions)
     _say(args, f"OK {args.logs}: {logs.n:,} rows, {len(logs.actions):,} actions, "
                f"rewards {', '.join(r.name for r in rewards)}, {logs.context.shape[1]} context columns")
     for name, p in policies.items():
         _say(args, f"OK policy {name} ({p.source}): covers every decision, probabilities sum to 1")
+        unlogged = int(np.count_nonzero(p.action_code >= len(logs.actions)))
+        if unlogged:
+            _say(args, f"  note: {unlogged:,} of its rows name streams no logged row shows (allowed; "
+                       f"--actions CATALOGUE rejects streams outside the catalogue)")
     return EXIT_OK
 
 
@@ -216,12 +222,14 @@ def cmd_evaluate(args) -> int:
     config.validate()
     logs, policies, rewards, q_hat, paths = _load_for_evaluation(
         args.logs, args.policy, args.reward, args.q_hat, args.context, args.estimate_propensities, args.seed,
-        progress=progress)
+        progress=progress, actions=args.actions)
     result = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
     result.provenance = _provenance({"logs": Path(args.logs), "policies": {n: p for n, p in paths.items() if p},
-                                     "q_hat": {m: Path(p.source) for m, p in q_hat.items()} or None}, args.seed)
+                                     "q_hat": {m: Path(p.source) for m, p in q_hat.items()} or None,
+                                     "actions": Path(args.actions) if args.actions else None}, args.seed)
     document = result.to_dict()
-    protected = _protected(args.logs, *[p for p in paths.values() if p], *(args.q_hat or []))
+    protected = _protected(args.logs, args.actions, *[p for p in paths.values() if p],
+                           *(q.split("=", 1)[-1] for q in args.q_hat or []))
     _write_outputs(args, [document], protected, json_path=args.out)
     _say(args, evaluation_table(document))
     return EXIT_OK
@@ -328,13 +336,13 @@ def run_gate(args, cfg) -> int:
     logs, policies, rewards, q_hat, paths = _load_for_evaluation(
         cfg.logs, policy_args, metrics, [str(cfg.q_hat)] if cfg.q_hat else None,
         ",".join(cfg.context) if cfg.context else None, False, cfg.seed, named_rewards=cfg.rewards,
-        progress=progress)
+        progress=progress, actions=cfg.actions)
     config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
                               seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
                               max_weight=cfg.max_weight)
     evaluation = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
     inputs = {"config": cfg.source, "logs": cfg.logs, "policies": {n: p for n, p in paths.items() if p},
-              "q_hat": cfg.q_hat}
+              "q_hat": cfg.q_hat, "actions": cfg.actions}
     evaluation.provenance = _provenance({k: v for k, v in inputs.items() if k != "config"}, cfg.seed)
     causal_doc = None
     if cfg.causal is not None:
@@ -440,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(repeatable; default: those of {', '.join(DEFAULT_OUTCOMES)} present)")
         p.add_argument("--q-hat", action="append", metavar="[METRIC=]PATH", help="reward-model predictions")
         p.add_argument("--context", help="context columns, comma-separated, globs allowed (default: x_*)")
+        p.add_argument("--actions", metavar="PATH",
+                       help="action catalogue (Parquet with an 'action' column): policy actions outside it and "
+                            "the logs are rejected")
 
     p = command("validate", "Check logs, policies and predictions against the data contract; list every problem.")
     data_args(p, policy_required=False)

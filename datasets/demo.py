@@ -12,6 +12,7 @@ GATE_TOML = """\
 # livegate demo gate: may the candidate rankers replace the logging policy?
 [data]
 logs = "logs.parquet"
+actions = "actions.parquet"       # the stream catalogue: policies naming other streams are rejected
 
 [evaluation]
 estimator = "snips"

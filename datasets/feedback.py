@@ -40,10 +40,46 @@ class LoggedData:
     extra: dict[str, np.ndarray] = field(default_factory=dict)    # compact-form pi_/qpi_/q_hat, category columns
     action_features: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per action code (a_* columns)
     propensity_source: str = "logged"
+    #: actions that policies or predictions name but the logs never show (codes len(actions) + i)
+    unlogged_actions: list = field(default_factory=list)
+    #: the action catalogue, when given: actions outside it and the logs are unknown
+    catalogue: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.propensity)
+
+    @property
+    def n_action_codes(self) -> int:
+        return len(self.actions) + len(self.unlogged_actions)
+
+    def encode_actions(self, values: np.ndarray, source: str, column: str) -> tuple[np.ndarray, list[Problem]]:
+        """Codes of actions named by a policy or prediction file. A stream the logs never show gets
+        a code of its own (a candidate may rank streams the logging policy showed with positive
+        probability but never happened to pick); an action of another type than the logs', or
+        outside the action catalogue, is unknown."""
+        codes = _lookup(self.actions, values)
+        missing = codes < 0
+        if not np.any(missing):
+            return codes, []
+        kinds = {np.issubdtype(np.asarray(a).dtype, np.integer) for a in (self.actions[:1], values[:1])}
+        if len(kinds) > 1:
+            return codes, v.check_unknown(missing, values, source, column, "actions of another type than the logs'",
+                                          fix=f"write {column} with the logs' type ({self.actions.dtype})")
+        unknown = missing & ~np.isin(values, self.catalogue) if self.catalogue is not None \
+            else np.zeros_like(missing)
+        problems = v.check_unknown(unknown, values, source, column, "actions in neither the logs nor the action catalogue",
+                                   fix="drop them, or add them to the catalogue (--actions)")
+        missing &= ~unknown
+        if not np.any(missing):
+            return codes, problems
+        new = [a for a in pd.unique(values[missing]) if a not in set(self.unlogged_actions)]
+        self.unlogged_actions.extend(new)
+        known = np.asarray(self.unlogged_actions, dtype=values.dtype)
+        order = np.argsort(known, kind="stable")
+        where = np.searchsorted(known[order], values[missing])
+        codes[missing] = len(self.actions) + order[np.minimum(where, len(known) - 1)]
+        return codes, problems
 
     @property
     def n_positions(self) -> int:
@@ -234,6 +270,23 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         propensity_source="logged" if propensity is not None else "missing")
 
 
+def load_catalogue(path: str | Path, logs: LoggedData, column: str = "action") -> None:
+    """Attach the action catalogue (every stream that could be shown): then a policy naming an action in
+    neither the logs nor the catalogue is an error, not a new stream."""
+    source = str(path)
+    table = read_table(source, [column], dataset=open_dataset(path))
+    problems = v.check_not_empty(table, source) or v.check_key(table, source, column, "action")
+    if problems:
+        raise InputError(problems)
+    catalogue = _to_numpy(table.column(column))
+    missing = logs.actions[_lookup(np.sort(catalogue), logs.actions) < 0]
+    if missing.size:
+        shown = ", ".join(map(str, missing[:5].tolist()))
+        raise InputError(Problem(source, f"lacks {missing.size:,} of the actions the logs show (e.g. {shown})",
+                                 column=column, fix=f"use the catalogue that belongs to {logs.source}"))
+    logs.catalogue = catalogue
+
+
 @dataclass
 class PolicyTable:
     """A candidate policy joined to the logs.
@@ -305,11 +358,9 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     decisions = _to_numpy(table.column(decision_col))
     row = _map_rows(logs, decisions, position)
     action_values = _to_numpy(table.column(action_col))
-    action_code = _lookup(logs.actions, action_values)
-    problems += v.check_unknown(action_code < 0, action_values, source, action_col, "actions",
-                                fix="every action must occur in the logs: offline evaluation knows nothing of "
-                                    "streams the logging policy never showed; drop them and renormalise")
-    keep = row >= 0  # rows of decisions outside the logs (e.g. another day) play no part
+    action_code, action_problems = logs.encode_actions(action_values, source, action_col)
+    problems += action_problems
+    keep = row >= 0  # an unknown action keeps code -1: it is reported, and its row still counts in the sums  # rows of decisions outside the logs (e.g. another day) play no part
     return row[keep], action_code[keep], values[keep], problems
 
 
@@ -349,17 +400,19 @@ def logging_policy(logs: LoggedData) -> PolicyTable:
                        prob=np.ones(logs.n), pi_logged=logs.propensity.copy())
 
 
+_CODE_BITS = 31  # key = row * 2^31 + action code: stable while new action codes are added
+
+
 @dataclass
 class RewardPredictions:
     """User-supplied q-hat: q_logged[i] for the logged action, and a lookup for any (row, action)."""
 
     source: str
-    keys: np.ndarray    # sorted int64 key row * n_actions + action_code
+    keys: np.ndarray    # sorted int64 key row * 2^31 + action_code
     values: np.ndarray
-    n_actions: int
 
     def lookup(self, row: np.ndarray, action_code: np.ndarray, what: str) -> np.ndarray:
-        key = row * self.n_actions + action_code
+        key = (row << _CODE_BITS) + action_code
         idx = np.minimum(np.searchsorted(self.keys, key), max(self.keys.size - 1, 0))
         found = self.keys[idx] == key if self.keys.size else np.zeros(len(key), bool)
         missing = int(np.count_nonzero(~found))
@@ -376,12 +429,11 @@ def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
                                                       schema.position, zero_allowed=True, probability=False)
     if problems:
         raise InputError(problems)
-    n_actions = len(logs.actions)
-    key = row * n_actions + action_code
+    key = (row << _CODE_BITS) + action_code
     if key.size > 1 and np.all(key[1:] >= key[:-1]):  # files written in decision order need no sort
-        return RewardPredictions(source=str(path), keys=key, values=values, n_actions=n_actions)
+        return RewardPredictions(source=str(path), keys=key, values=values)
     order = np.argsort(key, kind="stable")
-    return RewardPredictions(source=str(path), keys=key[order], values=values[order], n_actions=n_actions)
+    return RewardPredictions(source=str(path), keys=key[order], values=values[order])
 
 
 def compact_columns(names: Sequence[str]) -> list[str]:

@@ -56,6 +56,7 @@ class GateConfig:
     n_boot: int = 1000
     baseline: str = "logging"
     q_hat: Path | None = None
+    actions: Path | None = None
     context: tuple[str, ...] | None = None
     reward_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     max_weight: float | None = None
@@ -67,7 +68,7 @@ class GateConfig:
 
     @property
     def inputs(self) -> list[Path]:
-        paths = [self.source, self.logs, *(c.policy for c in self.candidates if c.policy), self.q_hat]
+        paths = [self.source, self.logs, *(c.policy for c in self.candidates if c.policy), self.q_hat, self.actions]
         if self.causal:
             paths.append(self.causal.logs)
         return [p for p in paths if p is not None]
@@ -116,6 +117,7 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
     data, evaluation, diagnostics, output = table("data"), table("evaluation"), table("diagnostics"), table("output")
     logs = get(data, "data", "logs", str, required=True)
     q_hat = get(data, "data", "q_hat", str)
+    actions = get(data, "data", "actions", str)
     context = get(data, "data", "context", list)
 
     rewards: dict[str, RewardSpec] = {}
@@ -213,7 +215,7 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
         seed=int(get(evaluation, "evaluation", "seed", int, default=0)),
         n_boot=int(get(evaluation, "evaluation", "n_boot", int, default=1000)),
         baseline=get(evaluation, "evaluation", "baseline", str, default="logging"),
-        q_hat=(base / q_hat) if q_hat else None, context=tuple(context) if context else None,
+        q_hat=(base / q_hat) if q_hat else None, actions=(base / actions) if actions else None, context=tuple(context) if context else None,
         reward_ranges=reward_ranges, max_weight=float(max_weight) if max_weight else None,
         min_ess=float(min_ess), max_unsupported_mass=float(max_unsupported), causal=causal,
         output=outputs, raw=raw)

@@ -119,4 +119,4 @@ def check_unknown(mask_unknown: np.ndarray, examples: np.ndarray, source: str, c
     if not n:
         return []
     shown = ", ".join(map(str, list(dict.fromkeys(examples[mask_unknown][:50].tolist()))[:5]))
-    return [Problem(source, f"refer to {what} not in the logs (e.g. {shown})", column=column, rows=n, fix=fix)]
+    return [Problem(source, f"refer to {what} (e.g. {shown})", column=column, rows=n, fix=fix)]

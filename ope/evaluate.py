@@ -106,7 +106,7 @@ def _category_weights(logs: LoggedData, policy: PolicyTable, cfg: EvaluationConf
     if policy.name == LOGGING_POLICY:
         return np.ones(logs.n)
     category = logs.extra[cat_col]
-    cat_of_action = np.full(len(logs.actions), np.nan)
+    cat_of_action = np.full(logs.n_action_codes, np.nan)  # unknown for streams never logged
     cat_of_action[logs.action_code] = category
     # an action with two categories makes the marginal weight meaningless
     inconsistent = cat_of_action[logs.action_code] != category
@@ -212,9 +212,14 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     diagnostics = {}
     for name, p in all_policies.items():
         diag = weight_diagnostics(weights[name])
+        diag["unlogged_mass"] = float(np.sum(p.prob[p.action_code >= len(logs.actions)])) / logs.n
         diag["compact_form"] = p.compact
         diag["estimated_propensities"] = logs.propensity_source == "estimated"
         diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=p.compact)
+        if diag["unlogged_mass"] > 0:
+            diag["warnings"].append(f"{diag['unlogged_mass']:.2%} of the candidate's probability is on streams that no "
+                                    "logged row shows: importance weighting learns nothing about them, and the reward "
+                                    "model can only extrapolate. Pass --actions to reject streams outside the catalogue.")
         diagnostics[name] = diag
 
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}

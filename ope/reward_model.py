@@ -68,8 +68,14 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
     binary = _is_binary(reward)
     n = len(reward)
 
+    # streams no logged row shows (codes >= n_actions) are unknown to the model: missing values,
+    # which the trees send down their learned default branch
+    x_act = np.vstack([x_act, np.full((1, x_act.shape[1]), np.nan)])
+
     def features(rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        return np.column_stack([x_ctx[rows], actions.astype(np.float64), x_act[actions]])
+        seen = actions < n_actions
+        code = np.where(seen, actions, np.nan)
+        return np.column_stack([x_ctx[rows], code, x_act[np.where(seen, actions, n_actions)]])
 
     rng = np.random.default_rng(seed)
     unit = groups if groups is not None else np.arange(n)

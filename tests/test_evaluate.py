@@ -173,3 +173,28 @@ def test_positions_are_samples_of_their_own(tmp_path):
     for est in ("ips", "snips"):
         e = doc["policies"]["better"]["estimates"][est]
         assert e["ci_low"] <= truth <= e["ci_high"]
+
+
+def test_streams_never_logged_are_allowed_and_reported(tmp_path):
+    # at 3,000 rounds many slate streams (positive logging probability) are never picked
+    simulation = simulate(SimulationConfig(n_rounds=3_000, seed=0))
+    write_simulation(simulation, tmp_path)
+    result = tmp_path / "r.json"
+    assert cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "logs.parquet"), "--policy",
+                     f"better={tmp_path / 'policies' / 'better.parquet'}", "--reward", "click", "--estimators",
+                     "snips,dr", "--actions", str(tmp_path / "actions.parquet"), "--out", str(result)]) == 0
+    diag = json.loads(result.read_text())["policies"]["better"]["diagnostics"]
+    assert 0 < diag["unlogged_mass"] < 0.5
+    assert any("no logged row shows" in w for w in diag["warnings"])
+
+
+def test_actions_outside_the_catalogue_are_rejected(sim, tmp_path, capsys):
+    out, _ = sim
+    policy = pd.read_parquet(out / "policies" / "better.parquet")
+    policy.loc[policy.index[:3], "action"] = 10**6
+    policy.to_parquet(tmp_path / "bad.parquet")
+    code = cli.main(["--quiet", "validate", "--logs", str(out / "logs.parquet"), "--policy",
+                     f"bad={tmp_path / 'bad.parquet'}", "--actions", str(out / "actions.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.parquet, column 'action': 3 rows refer to actions in neither the logs nor the " \
+                          "action catalogue" in err
