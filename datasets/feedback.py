@@ -136,7 +136,10 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
         # padded table: slot 0 and the last slot answer -1 for values below and above the range
         code_of = np.full(high - low + 3, -1, dtype=np.int64)
         code_of[uniques - low + 1] = np.arange(len(uniques))
-        return code_of[np.clip(values - (low - 1), 0, high - low + 2)]
+        index = values - (low - 1)
+        if index.size and (index.min() < 0 or index.max() > high - low + 2):
+            np.clip(index, 0, high - low + 2, out=index)
+        return code_of[index]
     try:
         idx = np.searchsorted(uniques, values)
     except TypeError:  # mixed types (int logs, string policy): nothing matches
@@ -316,7 +319,9 @@ def _map_rows(logs: LoggedData, decision_values: np.ndarray, position: np.ndarra
     if first is not None and (position is None or not np.any(position)) and \
             np.issubdtype(decision_values.dtype, np.integer):
         offset = decision_values - first
-        return np.where((offset >= 0) & (offset < logs.n), offset, -1)
+        if offset.size and (offset.min() < 0 or offset.max() >= logs.n):
+            offset[(offset < 0) | (offset >= logs.n)] = -1
+        return offset
     dec = _lookup(ids, decision_values)
     pos = np.zeros(len(dec), dtype=np.int64) if position is None else position
     ok = (dec >= 0) & (pos >= 0) & (pos < n_pos)
@@ -360,7 +365,11 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     action_values = _to_numpy(table.column(action_col))
     action_code, action_problems = logs.encode_actions(action_values, source, action_col)
     problems += action_problems
-    keep = row >= 0  # an unknown action keeps code -1: it is reported, and its row still counts in the sums  # rows of decisions outside the logs (e.g. another day) play no part
+    # rows of decisions outside the logs (e.g. another day) play no part; an unknown action keeps code
+    # -1: it is reported, and its row still counts in the sums
+    if row.size and row.min() >= 0:
+        return row, action_code, values, problems
+    keep = row >= 0
     return row[keep], action_code[keep], values[keep], problems
 
 
