@@ -60,6 +60,34 @@ def make_data(n: int, workdir: Path, seed: int = 0) -> None:
                    row_group_size=1 << 20)
 
 
+def make_compact(workdir: Path) -> None:
+    """The compact form of the same data: pi_<NAME>, qpi_<NAME> and q_hat as columns of the logs."""
+    logs = pq.read_table(workdir / "logs.parquet")
+    logged = logs.column("action").to_numpy()
+    n = len(logged)
+    q_of = lambda a: 20 + 2 * (a % 7) + 0.0  # noqa: E731 - the q-hat of make_data
+    columns = {"q_hat": q_of(logged)}
+    for name in ("cand_a", "cand_b"):
+        pol = pq.read_table(workdir / f"{name}.parquet")
+        acts = pol.column("action").to_numpy().reshape(n, K)
+        probs = pol.column("prob").to_numpy().reshape(n, K)
+        columns[f"pi_{name}"] = np.sum(np.where(acts == logged[:, None], probs, 0.0), axis=1)
+        columns[f"qpi_{name}"] = np.sum(probs * q_of(acts), axis=1)
+    for key, values in columns.items():
+        logs = logs.append_column(key, pa.array(values))
+    pq.write_table(logs, workdir / "logs_compact.parquet", row_group_size=1 << 20)
+
+
+def floor_compact(workdir: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    cols = ["propensity", "watch_seconds", "q_hat", "pi_cand_a", "qpi_cand_a", "pi_cand_b", "qpi_cand_b"]
+    logs = pq.read_table(workdir / "logs_compact.parquet", columns=cols)
+    w = logs.column("pi_cand_a").to_numpy() / logs.column("propensity").to_numpy()
+    value = float(np.mean(w * logs.column("watch_seconds").to_numpy()))
+    assert np.isfinite(value)
+    return time.perf_counter() - start, logs.nbytes
+
+
 def floor(workdir: Path) -> tuple[float, int]:
     start = time.perf_counter()
     logs = pq.read_table(workdir / "logs.parquet", columns=["decision_id", "action", "propensity", "watch_seconds"])
@@ -80,15 +108,20 @@ def floor(workdir: Path) -> tuple[float, int]:
     return time.perf_counter() - start, nbytes
 
 
-def run_livegate(workdir: Path) -> tuple[float, float]:
-    cmd = [sys.executable, str(ROOT / "cli.py"), "--quiet", "evaluate", "--logs", str(workdir / "logs.parquet"),
-           "--policy", f"cand_a={workdir / 'cand_a.parquet'}", "--policy", f"cand_b={workdir / 'cand_b.parquet'}",
-           "--q-hat", str(workdir / "q_hat.parquet"), "--reward", "watch_seconds", "--estimators", "ips,snips,dr",
-           "--ci", "normal", "--out", str(workdir / "result.json")]
+def run_livegate(workdir: Path, compact: bool = False) -> tuple[float, float]:
+    """Wall time and peak RSS of one `livegate evaluate` process (GNU time's maximum resident set)."""
+    if compact:
+        data = ["--logs", str(workdir / "logs_compact.parquet"), "--policy", "cand_a", "--policy", "cand_b"]
+    else:
+        data = ["--logs", str(workdir / "logs.parquet"), "--policy", f"cand_a={workdir / 'cand_a.parquet'}",
+                "--policy", f"cand_b={workdir / 'cand_b.parquet'}", "--q-hat", str(workdir / "q_hat.parquet")]
+    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, str(ROOT / "cli.py"), "--quiet", "evaluate", *data,
+           "--reward", "watch_seconds", "--estimators", "ips,snips,dr", "--ci", "normal",
+           "--out", str(workdir / "result.json")]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = int(done.stderr.strip().splitlines()[-1])
     return wall, peak_kib * 1024
 
 
@@ -118,13 +151,20 @@ def main() -> None:
     if not args.skip_generate:
         t = time.perf_counter()
         make_data(args.n_rows, workdir)
+        make_compact(workdir)
         print(f"generated {args.n_rows:,} rows in {time.perf_counter() - t:.1f}s")
     floor_s, nbytes = floor(workdir)
     floor_s = min(floor_s, floor(workdir)[0])  # warm cache for both sides
     lg_s, peak = run_livegate(workdir)
-    print(f"floor (pyarrow read + NumPy IPS)  {floor_s:7.2f} s   columns read {nbytes / 2**30:.2f} GiB")
-    print(f"livegate evaluate end to end     {lg_s:7.2f} s   ({lg_s / floor_s:.1f}x floor)   "
+    print(f"long format: floor (pyarrow read + NumPy IPS)  {floor_s:7.2f} s   columns read {nbytes / 2**30:.2f} GiB")
+    print(f"long format: livegate evaluate end to end     {lg_s:7.2f} s   ({lg_s / floor_s:.1f}x floor)   "
           f"peak RSS {peak / 2**30:.2f} GiB ({peak / nbytes:.1f}x columns)")
+    cf_s, cbytes = floor_compact(workdir)
+    cf_s = min(cf_s, floor_compact(workdir)[0])
+    cl_s, cpeak = run_livegate(workdir, compact=True)
+    print(f"compact form: floor                           {cf_s:7.2f} s   columns read {cbytes / 2**30:.2f} GiB")
+    print(f"compact form: livegate evaluate end to end    {cl_s:7.2f} s   ({cl_s / cf_s:.1f}x floor)   "
+          f"peak RSS {cpeak / 2**30:.2f} GiB ({cpeak / cbytes:.1f}x columns)")
     try:
         import obp  # noqa: F401
         print("obp installed: compare with benchmarks/README (not automated)")

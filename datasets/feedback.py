@@ -186,7 +186,9 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         required.append(schema.propensity)
     if need_decision_id:
         required.append(schema.decision_id)
-    optional = [schema.position, schema.timestamp, schema.decision_id, *optional_extra, *act_cols]
+    # decision ids group a decision's positions into one cross-fitting fold; otherwise they are not needed
+    optional = [schema.position, schema.timestamp, *optional_extra, *act_cols,
+                *([schema.decision_id] if need_context else [])]
     if not need_propensity:
         optional.append(schema.propensity)
     problems: list[Problem] = []
@@ -261,9 +263,12 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
     ctx = table.select(ctx_cols).to_pandas() if ctx_cols else pd.DataFrame(index=range(table.num_rows))
     extras = {c: _float(table.column(c)) for c in [*extra, *optional_extra] if c in table.column_names}
     # stream features: the value at each action's first logged row (they describe the stream, not the row)
-    _, first_row = np.unique(action_code, return_index=True)
-    act_cols = [c for c in act_cols if v._is_numeric(table.column(c).type)]
-    action_features = pd.DataFrame({c: _float(table.column(c))[first_row] for c in act_cols})
+    act_cols = [c for c in act_cols if c in present and v._is_numeric(table.column(c).type)]
+    action_features = pd.DataFrame()
+    if act_cols:
+        first_row = np.empty(len(actions), dtype=np.int64)
+        first_row[action_code[::-1]] = np.arange(len(action_code) - 1, -1, -1)  # the last write is the first row
+        action_features = pd.DataFrame({c: _float(table.column(c))[first_row] for c in act_cols})
     return LoggedData(
         source=source, action=action, action_code=action_code, actions=actions,
         propensity=propensity if propensity is not None else np.full(table.num_rows, np.nan),

@@ -61,6 +61,13 @@ class Terms:
         return total
 
     def influence(self) -> np.ndarray:
+        """Per-row influence function (computed once; every interval and contrast reuses it)."""
+        cached = self.__dict__.get("_influence")
+        if cached is None:
+            cached = self.__dict__["_influence"] = self._influence()
+        return cached
+
+    def _influence(self) -> np.ndarray:
         """Per-row influence function: the delta-method linearisation of the estimator.
 
         For the ratio sum(b)/sum(c) the influence of row i is (b_i - theta c_i) / mean(c)
