@@ -117,21 +117,25 @@ def test_compact_form_gives_the_same_ips(sim, tmp_path):
     assert compact_doc["policies"]["better"]["diagnostics"]["compact_form"] is True
 
 
-def test_estimate_propensities_marks_the_result(sim, tmp_path):
-    out, _ = sim
-    logs_df = pd.read_parquet(out / "logs.parquet").drop(columns=["propensity"]).head(5000)
-    logs_df.to_parquet(tmp_path / "noprop.parquet")
-    pol = pd.read_parquet(out / "policies" / "better.parquet")
-    pol[pol.decision_id.isin(logs_df.decision_id)].to_parquet(tmp_path / "better.parquet")
+def test_estimate_propensities_marks_the_result(tmp_path):
+    # a binary recommendation logged without propensities: they are estimated from the confounders
+    from datasets.causal_simulator import simulate_causal
+
+    data, _ = simulate_causal(n_rows=20_000, seed=2)
+    data.drop(columns=["propensity"]).to_parquet(tmp_path / "noprop.parquet")
+    pd.DataFrame({"decision_id": data["decision_id"], "action": 1, "prob": 1.0}).to_parquet(tmp_path / "always.parquet")
     result = tmp_path / "r.json"
     assert cli.main(["--quiet", "evaluate", "--logs", str(tmp_path / "noprop.parquet"), "--policy",
-                     f"better={tmp_path / 'better.parquet'}", "--reward", "click", "--estimators", "snips",
+                     f"always={tmp_path / 'always.parquet'}", "--reward", "watch_seconds", "--estimators", "snips",
                      "--estimate-propensities", "--out", str(result)]) == 0
     doc = json.loads(result.read_text())
     assert doc["data"]["propensity"]["source"] == "estimated"
-    diag = doc["policies"]["better"]["diagnostics"]
+    diag = doc["policies"]["always"]["diagnostics"]
     assert diag["estimated_propensities"] is True
     assert any("estimated" in w for w in diag["warnings"])
+    # the estimated propensities reweight the treated rows back to the population: the mean weight is
+    # 1 within 4 standard errors (fixed seed)
+    assert abs(diag["mean_weight"] - 1.0) <= 4 * diag["mean_weight_se"]
 
 
 def test_missing_propensity_without_estimation_exits_2(sim, tmp_path, capsys):
