@@ -27,6 +27,8 @@ EXAMPLES = {
     "report": "livegate report results.json causal.json --out report.html",
     "gate": "livegate gate --config gate.toml --report report.html --junit junit.xml",
     "demo": "livegate demo --out demo",
+    "convert": "livegate convert --format open-bandit --input obd/random/all/all.csv \\\n"
+               "      --item-context obd/random/all/item_context.csv --out obd-logs.parquet",
 }
 
 
@@ -169,6 +171,14 @@ def cmd_simulate(args) -> int:
                f"in {time.perf_counter() - started:.1f}s")
     for key, path in paths.items():
         _say(args, f"  {key:<24} {path}")
+    return EXIT_OK
+
+
+def cmd_convert(args) -> int:
+    from datasets.converters import convert_open_bandit
+
+    path = convert_open_bandit(args.input, args.out, args.item_context)
+    _say(args, f"wrote {path}")
     return EXIT_OK
 
 
@@ -507,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="Markdown summary")
     p.add_argument("--junit", help="JUnit XML")
     p.set_defaults(func=cmd_gate)
+
+    p = command("convert", "Convert a public bandit dataset (Open Bandit Dataset CSV) to livegate's Parquet logs.")
+    p.add_argument("--format", required=True, choices=["open-bandit"])
+    p.add_argument("--input", required=True, help="the dataset's CSV file")
+    p.add_argument("--item-context", help="item_context.csv (stream features, written as a_* columns)")
+    p.add_argument("--out", required=True, help="logs Parquet file")
+    p.set_defaults(func=cmd_convert)
 
     p = command("demo", "Simulate, evaluate, run the causal check, gate and write the report, in one go.")
     p.add_argument("--out", default="livegate-demo", help="output directory (default: livegate-demo)")
