@@ -544,7 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version have printed their text: a return code, not an exit
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
         if not getattr(args, "command", None):
             parser.print_help()
             return EXIT_INPUT

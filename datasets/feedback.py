@@ -213,11 +213,7 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
     for col in extra:
         problems += v.check_numeric(table, source, col, "value")
     if schema.position in table.column_names:
-        pos_problems = v.check_numeric(table, source, schema.position, "position")
-        if not pos_problems and not pa.types.is_integer(table.column(schema.position).type):
-            pos_problems = [Problem(source, f"has type {table.column(schema.position).type}; position must be an integer",
-                                    column=schema.position, fix="cast position to int64")]
-        problems += pos_problems
+        problems += v.check_position(table, source, schema.position)
     if schema.timestamp in table.column_names and not pa.types.is_timestamp(table.column(schema.timestamp).type):
         problems.append(Problem(source, f"has type {table.column(schema.timestamp).type}; timestamp must be a Parquet timestamp",
                                 column=schema.timestamp, fix="write timestamps as timestamp[us, tz=UTC]"))
@@ -227,28 +223,24 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
                 or pa.types.is_dictionary(type_)):
             problems.append(Problem(source, f"has type {type_}; context must be numeric, bool or categorical",
                                     column=col, fix="encode it as a number or a string category"))
-    type_errors = any("has type" in p.message for p in problems) or any(p.message == "is missing" for p in problems
-                                                                         if p.column == schema.action)
-    if type_errors:
-        raise InputError(problems)
-
+    # a column of the wrong type cannot be checked further, but the other columns still are: the user
+    # sees every problem of the file at once
+    unusable = {p.column for p in problems if "has type" in p.message}
     propensity = None
-    if schema.propensity in table.column_names:
+    if schema.propensity in table.column_names and schema.propensity not in unusable:
         propensity = _float(table.column(schema.propensity))
         problems += v.check_probability(propensity, source, schema.propensity, zero_allowed=False)
+    has_position = schema.position in table.column_names
     position = None
-    if schema.position in table.column_names and table.column(schema.position).null_count == 0:
-        position = np.asarray(_to_numpy(table.column(schema.position)), dtype=np.int64)
-        n_neg = int(np.count_nonzero(position < 0))
-        if n_neg:
-            problems.append(Problem(source, "have a negative position", column=schema.position, rows=n_neg,
-                                    fix="number feed slots from 0"))
+    if has_position and schema.position not in unusable and table.column(schema.position).null_count == 0:
+        position = np.asarray(_to_numpy(table.column(schema.position)), dtype=np.int64)  # negative: reported
     decision_code = decision_ids = None
-    if has_decision and table.column(schema.decision_id).null_count == 0:
+    if has_decision and schema.decision_id not in unusable and table.column(schema.decision_id).null_count == 0:
         decision_code, decision_ids = _codes(_to_numpy(table.column(schema.decision_id)))
-        if position is None or position.min() >= 0:
-            n_pos = 1 if position is None else int(position.max()) + 1
-            key = decision_code * n_pos + (0 if position is None else position)
+        if not has_position or position is not None:  # an unreadable position cannot tell rows apart
+            slot = 0 if position is None else position - min(int(position.min()), 0)
+            n_pos = 1 if position is None else int(slot.max()) + 1
+            key = decision_code * n_pos + slot
             what = "decision id and position" if position is not None else "decision id"
             problems += v.check_unique_rows(key, source, schema.decision_id, what)
     if problems:
@@ -347,44 +339,66 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     problems: list[Problem] = []
     table = read_table(source, [decision_col, action_col, value_col], optional=[position_col], dataset=dataset,
                        problems=problems)
-    if problems:
-        raise InputError(problems)
+    present = set(table.column_names)
     problems += v.check_not_empty(table, source)
-    if problems:
+    if table.num_rows == 0:
         raise InputError(problems)
-    problems += v.check_key(table, source, decision_col, "decision id")
-    problems += v.check_key(table, source, action_col, "action")
-    problems += v.check_numeric(table, source, value_col, "probability" if probability else "prediction")
-    has_pos = position_col in table.column_names
-    if logs.n_positions > 1 and not has_pos:
-        problems.append(Problem(source, f"is missing while the logs have {logs.n_positions} positions",
-                                column=position_col, fix="give the candidate's probabilities per (decision, position)"))
-    if problems:
-        raise InputError(problems)
-    values = _float(table.column(value_col))
-    if probability:
-        problems += v.check_probability(values, source, value_col, zero_allowed=zero_allowed)
-    position = np.asarray(_to_numpy(table.column(position_col)), dtype=np.int64) if has_pos else None
-    decisions = _to_numpy(table.column(decision_col))
-    row = _map_rows(logs, decisions, position)
-    action_values = _to_numpy(table.column(action_col))
-    action_code, action_problems = logs.encode_actions(action_values, source, action_col)
-    problems += action_problems
+    # each column is checked on its own, and what its problems leave checkable still is: the user sees
+    # every problem of the file at once. None marks what could not be read.
+    found: dict[str, list[Problem]] = {}
+    if decision_col in present:
+        found[decision_col] = v.check_key(table, source, decision_col, "decision id")
+    if action_col in present:
+        found[action_col] = v.check_key(table, source, action_col, "action")
+    if value_col in present:
+        found[value_col] = v.check_numeric(table, source, value_col, "probability" if probability else "prediction")
+    has_pos = position_col in present
+    if has_pos:
+        found[position_col] = v.check_position(table, source, position_col)
+    elif logs.n_positions > 1:
+        found[position_col] = [Problem(source, f"is missing while the logs have {logs.n_positions} positions",
+                                       column=position_col,
+                                       fix="give the candidate's probabilities per (decision, position)")]
+    decisions = None
+    if decision_col in present and not found[decision_col]:
+        decisions = _to_numpy(table.column(decision_col))
+        if np.issubdtype(decisions.dtype, np.integer) != np.issubdtype(logs.decision_ids.dtype, np.integer):
+            found[decision_col] = [Problem(source, f"has type {table.column(decision_col).type} while the logs' "
+                                           f"decision ids have type {logs.decision_ids.dtype}", column=decision_col,
+                                           fix=f"write {decision_col} with the logs' type")]
+            decisions = None
+    for column_problems in found.values():
+        problems += column_problems
+    values = None
+    if value_col in present and not found[value_col]:
+        values = _float(table.column(value_col))
+        if probability:
+            problems += v.check_probability(values, source, value_col, zero_allowed=zero_allowed)
+    row = None
+    if decisions is not None and not found.get(position_col):
+        position = np.asarray(_to_numpy(table.column(position_col)), dtype=np.int64) if has_pos else None
+        row = _map_rows(logs, decisions, position)
+    action_code = None
+    if action_col in present and not found[action_col]:
+        action_code, action_problems = logs.encode_actions(_to_numpy(table.column(action_col)), source, action_col)
+        problems += action_problems
     # rows of decisions outside the logs (e.g. another day) play no part; an unknown action keeps code
     # -1: it is reported, and its row still counts in the sums
-    if row.size and row.min() >= 0:
+    if row is None or (row.size and row.min() >= 0):
         return row, action_code, values, problems
     keep = row >= 0
-    return row[keep], action_code[keep], values[keep], problems
+    return (row[keep], None if action_code is None else action_code[keep], None if values is None else values[keep],
+            problems)
 
 
 def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySchema = PolicySchema()) -> PolicyTable:
     """Read a long-format policy, validate it against the logs (coverage, sum to one, known actions)."""
     row, action_code, prob, problems = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
                                                     schema.position, zero_allowed=True, probability=True)
-    sums = np.bincount(row, weights=prob, minlength=logs.n)
-    covered = np.bincount(row, minlength=logs.n) > 0
-    problems += v.check_sum_to_one(sums, covered, str(path), schema.prob)
+    if row is not None:  # without readable probabilities, coverage is still checked
+        covered = np.bincount(row, minlength=logs.n) > 0
+        sums = np.bincount(row, weights=prob, minlength=logs.n) if prob is not None else np.ones(logs.n)
+        problems += v.check_sum_to_one(sums, covered, str(path), schema.prob)
     if problems:
         raise InputError(problems)
     match = action_code == logs.action_code[row]

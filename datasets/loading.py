@@ -68,6 +68,9 @@ def read_table(path: str | Path, columns: Sequence[str], optional: Sequence[str]
 def iter_batches(path: str | Path, columns: Sequence[str], batch_size: int = 1 << 20) -> Iterator[pa.RecordBatch]:
     """Stream the columns in record batches (row groups), for one-pass aggregation of per-row terms."""
     dataset = open_dataset(path)
+    missing = missing_columns(path, dataset, columns)
+    if missing:
+        raise InputError(missing)
     try:
         yield from dataset.to_batches(columns=list(columns), batch_size=batch_size)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:

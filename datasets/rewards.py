@@ -8,10 +8,13 @@ import numpy as np
 
 from .errors import InputError, Problem
 
-_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_MANTISSA = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+_NUMBER = _MANTISSA + r"(?:[eE][-+]?[0-9]+)?"
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 _TERM = re.compile(rf"^\s*(?:(?P<c1>{_NUMBER})\s*\*\s*(?P<n1>{_NAME})|(?P<n2>{_NAME})\s*\*\s*(?P<c2>{_NUMBER})"
                    rf"|(?P<n3>{_NAME}))\s*$")
+#: text ending in the mantissa and 'e' of a number such as 1e-3 (not a column name such as x1e)
+_EXPONENT_START = re.compile(rf"(?:^|[^A-Za-z0-9_.]){_MANTISSA}[eE]$")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,12 @@ class RewardSpec:
 
     @property
     def expression(self) -> str:
-        return " + ".join(c if w == 1 else f"{w:g}*{c}" for c, w in self.weights)
+        """The weights as an expression that `parse_reward` reads back: `a - 2*b`, not `a + -2*b`."""
+        text = ""
+        for i, (column, weight) in enumerate(self.weights):
+            sign = ("-" if weight < 0 else "") if i == 0 else (" - " if weight < 0 else " + ")
+            text += sign + (column if abs(weight) == 1 else f"{abs(weight):.15g}*{column}")
+        return text
 
     def combine(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         total = np.zeros(len(next(iter(columns.values()))), dtype=np.float64)
@@ -59,12 +67,11 @@ def _split_terms(expr: str) -> list[tuple[float, str]]:
     parts: list[tuple[float, str]] = []
     sign, start = 1.0, 0
     for i, ch in enumerate(expr):
-        # a '-' or '+' right after 'e' belongs to an exponent such as 1e-3
-        if ch in "+-" and i > 0 and not (expr[i - 1] in "eE" and i > 1 and expr[i - 2].isdigit()):
+        # a '-' or '+' right after the 'e' of a number belongs to its exponent, as in 1e-3
+        if ch in "+-" and not _EXPONENT_START.search(expr, 0, i):
             parts.append((sign, expr[start:i]))
             sign, start = (1.0 if ch == "+" else -1.0), i + 1
     parts.append((sign, expr[start:]))
-    if parts and not parts[0][1].strip() and len(parts) > 1:  # leading sign
-        first_sign = -1.0 if expr.lstrip().startswith("-") else 1.0
-        parts = [(first_sign * parts[1][0], parts[1][1])] + parts[2:]
+    if len(parts) > 1 and not parts[0][1].strip():  # a leading sign, as in '-click + watch_seconds'
+        parts = parts[1:]
     return parts

@@ -32,6 +32,9 @@ def check_not_empty(table: pa.Table, source: str) -> list[Problem]:
 def check_key(table: pa.Table, source: str, column: str, what: str) -> list[Problem]:
     """An identifier column (decision id, action): integer or string, no nulls."""
     col = table.column(column)
+    if pa.types.is_null(col.type):  # every value null (e.g. an all-None column written by pandas)
+        return [Problem(source, f"have no {what} (null)", column=column, rows=len(col),
+                        fix=f"drop those rows or fill {column}")]
     if not _is_key_type(col.type):
         return [Problem(source, f"has type {col.type}; {what} must be an integer or a string", column=column,
                         fix=f"cast {column} to int64 or string")]
@@ -43,6 +46,9 @@ def check_key(table: pa.Table, source: str, column: str, what: str) -> list[Prob
 
 def check_numeric(table: pa.Table, source: str, column: str, what: str, *, allow_null: bool = False) -> list[Problem]:
     col = table.column(column)
+    if pa.types.is_null(col.type):
+        return [] if allow_null else [Problem(source, f"have no {what} (null)", column=column, rows=len(col),
+                                              fix=f"drop those rows or fill {column}")]
     if not _is_numeric(col.type):
         return [Problem(source, f"has type {col.type}; {what} must be numeric", column=column,
                         fix=f"cast {column} to float64")]
@@ -62,6 +68,21 @@ def check_numeric(table: pa.Table, source: str, column: str, what: str, *, allow
             problems.append(Problem(source, f"have infinite {what}", column=column, rows=n_inf,
                                     fix=f"drop those rows or fix {column}"))
     return problems
+
+
+def check_position(table: pa.Table, source: str, column: str) -> list[Problem]:
+    """Feed slots: integers from 0, no nulls."""
+    problems = check_numeric(table, source, column, "position")
+    if problems:
+        return problems
+    col = table.column(column)
+    if not pa.types.is_integer(col.type):
+        return [Problem(source, f"has type {col.type}; position must be an integer", column=column,
+                        fix=f"cast {column} to int64")]
+    n_neg = pc.sum(pc.less(col, 0)).as_py() or 0
+    if n_neg:
+        return [Problem(source, "have a negative position", column=column, rows=n_neg, fix="number feed slots from 0")]
+    return []
 
 
 def check_probability(values: np.ndarray, source: str, column: str, *, zero_allowed: bool) -> list[Problem]:
