@@ -217,8 +217,6 @@ def test_write_atomic_replaces_whole_files_and_cleans_up_on_failure(tmp_path, mo
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]
 
 
-@pytest.mark.xfail(strict=True, reason="datasets/io.write_atomic keeps mkstemp's 0600 mode: outputs (reports, "
-                                       "results, simulated data) are unreadable to other users, unlike a plain open()")
 def test_outputs_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
