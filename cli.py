@@ -73,7 +73,7 @@ def _named_path(text: str, flag: str) -> tuple[str, Path | None]:
     return name, (Path(path.strip()) if eq else None)
 
 
-def _rewards(args_rewards: Sequence[str] | None, available: Sequence[str], named=None):
+def _rewards(args_rewards: Sequence[str] | None, available: Sequence[str], named=None, source: str = "--reward"):
     from datasets import InputError, Problem, parse_reward
 
     named = named or {}
@@ -81,8 +81,8 @@ def _rewards(args_rewards: Sequence[str] | None, available: Sequence[str], named
         return [named[r] if r in named else parse_reward(r) for r in args_rewards]
     present = [c for c in DEFAULT_OUTCOMES if c in available]
     if not present:
-        raise InputError(Problem("--reward", "no reward given and none of the default reward columns "
-                                 f"({', '.join(DEFAULT_OUTCOMES)}) is in the logs", fix="pass --reward COLUMN"))
+        raise InputError(Problem(source, "has none of the default reward columns "
+                                 f"({', '.join(DEFAULT_OUTCOMES)})", fix="name the reward with --reward COLUMN"))
     return [parse_reward(c) for c in present]
 
 
@@ -111,7 +111,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
 
     progress("reading logs")
     available = column_names(open_dataset(logs_path))
-    rewards = _rewards(rewards_args, available, named_rewards)
+    rewards = _rewards(rewards_args, available, named_rewards, source=str(logs_path))
     policies_spec = [_named_path(p, "--policy") for p in policy_args]
     names = [n for n, _ in policies_spec]
     if len(set(names)) != len(names):
