@@ -446,7 +446,7 @@ def _require_world(sim: Simulation) -> None:
         raise InputError("this Simulation carries no world state; build it with simulate()", source="simulation")
 
 
-def _policy_matrix(sim: Simulation, policy: pd.DataFrame | str) -> np.ndarray:
+def policy_matrix(sim: Simulation, policy: pd.DataFrame | str) -> np.ndarray:
     """A policy as a dense (n_rows, slate_size) matrix aligned with ``sim.slates``.
 
     Accepts a long-format frame (decision_id, action, prob, optional position; without a position
@@ -532,9 +532,9 @@ def policy_value(sim: Simulation, policy: pd.DataFrame | str, metric: str) -> fl
 
     The mean over log rows of sum_a pi(a | x) E[metric | x, a]: conditional on the drawn contexts and
     slates, with no sampling noise. ``policy`` is a long-format frame or a policy name (see
-    ``_policy_matrix``).
+    ``policy_matrix``).
     """
-    return _value(sim, _policy_matrix(sim, policy), metric)
+    return _value(sim, policy_matrix(sim, policy), metric)
 
 
 def on_policy_se(sim: Simulation, policy: pd.DataFrame | str, metric: str) -> float:
@@ -547,7 +547,7 @@ def on_policy_se(sim: Simulation, policy: pd.DataFrame | str, metric: str) -> fl
     rewards such as gifts, whose few observed values understate the tail.
     """
     _require_world(sim)
-    probs = _policy_matrix(sim, policy)
+    probs = policy_matrix(sim, policy)
     if metric not in sim.expected:
         raise InputError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}", source="metric")
     p = sim.config.n_positions
@@ -685,7 +685,7 @@ def sample_outcomes(sim: Simulation, policy: pd.DataFrame | str, seed: int) -> p
     estimate of ``policy_value(sim, policy, metric)``.
     """
     _require_world(sim)
-    probs = _policy_matrix(sim, policy)
+    probs = policy_matrix(sim, policy)
     rng = np.random.default_rng(seed)
     shown = _draw_outcomes(rng, sim.world, sim.slates, probs, sim.config.n_positions)
     out = sim.logs.copy()

@@ -23,7 +23,7 @@ from datasets import simulator
 from datasets.errors import InputError
 from datasets.feedback import load_logs, load_policy, load_q_hat
 from datasets.rewards import parse_reward
-from datasets.simulator import SimulationConfig, simulate, write_simulation
+from datasets.simulator import SimulationConfig, policy_matrix, simulate, write_simulation
 from ope import inference
 from ope.diagnostics import warnings_for, weight_diagnostics
 from ope.estimators import (
@@ -441,15 +441,8 @@ def test_unsupported_mass_is_found_when_the_candidate_leaves_the_logging_support
 # =================================================================================================
 
 def dense_policy(sim, name: str) -> np.ndarray:
-    """(n_rows, slate_size) matrix of a policy on the simulator's slates (single position)."""
-    if name == "logging":
-        return sim.world.logging_probs
-    frame = sim.policies[name]
-    row, action = frame["decision_id"].to_numpy(), frame["action"].to_numpy()
-    slot = np.argmax(sim.slates[row] == action[:, None], axis=1)
-    probs = np.zeros(sim.slates.shape)
-    probs[row, slot] = frame["prob"].to_numpy()
-    return probs
+    """(n_rows, slate_size) matrix of a policy on the simulator's slates."""
+    return policy_matrix(sim, name)
 
 
 def sim_inputs(sim, name: str, metric: str, probs: np.ndarray | None = None) -> RowInputs:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets.simulator import EPSILON, SimulationConfig, _slot_moments, simulate
+from datasets.simulator import EPSILON, SimulationConfig, _slot_moments, policy_matrix, simulate
 from ope import inference
 from ope.estimators import RowInputs, dr, ips, snips, sndr
 
@@ -28,15 +28,8 @@ ALPHA = 0.05
 
 
 def dense_policy(sim, name: str) -> np.ndarray:
-    """(n_rows, slate_size) matrix of a policy on the simulator's slates (single position)."""
-    if name == "logging":
-        return sim.world.logging_probs
-    frame = sim.policies[name]
-    row, action = frame["decision_id"].to_numpy(), frame["action"].to_numpy()
-    slot = np.argmax(sim.slates[row] == action[:, None], axis=1)
-    probs = np.zeros(sim.slates.shape)
-    probs[row, slot] = frame["prob"].to_numpy()
-    return probs
+    """(n_rows, slate_size) matrix of a policy on the simulator's slates."""
+    return policy_matrix(sim, name)
 
 
 def random_policy(sim, seed: int, concentration: float) -> np.ndarray:
