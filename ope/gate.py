@@ -124,8 +124,9 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
     causal_check = _causal_check(causal, cfg) if cfg.causal is not None else None
     decisions = [c["decision"] for c in candidates] + ([causal_check["decision"]] if causal_check else [])
     multiplicity = {"method": "holm", "n_tests": m,
-                    "note": f"{m} tests (candidates x criteria) at family-wise level {cfg.alpha}: the k-th smallest "
-                            f"p-value is judged with a {1 - cfg.alpha:.0%}/(m-k) interval (Holm 1979)."}
+                    "note": f"{m} tests (candidates x criteria) at family-wise level {cfg.alpha}: the test with the "
+                            f"k-th smallest p-value (k = 0, 1, ...) is judged with a 1 - {cfg.alpha}/({m} - k) "
+                            "interval, and testing stops at the first that cannot be decided (Holm 1979)."}
     return GateResult(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
                       config=cfg, causal=causal_check)
 
