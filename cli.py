@@ -126,8 +126,8 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
         from causal import estimate_propensities as estimate
 
         progress("estimating propensities")
-        logs.propensity = estimate(logs.context.assign(_action=logs.action_code), "_action",
-                                   list(logs.context.columns), seed=seed)
+        logs.propensity = estimate(logs.context.assign(action=logs.action), "action",
+                                   list(logs.context.columns), seed=seed, source=str(logs_path))
         logs.propensity_source = "estimated"
     if actions:
         load_catalogue(actions, logs)

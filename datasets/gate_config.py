@@ -40,6 +40,8 @@ class CausalRequirement:
     confounders: tuple[str, ...] | None = None
     effect_modifiers: tuple[str, ...] | None = None
     estimator: str = "linear_dml"
+    #: refutations that must pass; None: every refutation the check ran
+    refutations: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,11 +193,14 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
         confounders = get(ctab, "causal", "confounders", list)
         modifiers = get(ctab, "causal", "effect_modifiers", list)
         estimator = get(ctab, "causal", "estimator", str, default="linear_dml")
+        required_refutations = get(ctab, "causal", "refutations", list)
         if required and treatment and outcome and clogs:
             causal = CausalRequirement(treatment=treatment, outcome=outcome, logs=base / clogs,
                                        confounders=tuple(confounders) if confounders else None,
                                        effect_modifiers=tuple(modifiers) if modifiers else None,
-                                       estimator=estimator)
+                                       estimator=estimator,
+                                       refutations=tuple(required_refutations) if required_refutations is not None
+                                       else None)
 
     outputs = {}
     for key, value in output.items():

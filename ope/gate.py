@@ -141,17 +141,25 @@ def _combine(decisions) -> str:
 
 
 def _causal_check(causal: dict | None, cfg: GateConfig) -> dict:
-    """The recommendation's effect must be estimated, positive (interval above 0) and survive every refutation."""
+    """The recommendation's effect must be estimated, positive (interval above 0) and survive the required
+    refutations (`[causal] refutations`, by default every one the check ran)."""
     req = cfg.causal
     base = {"required": True, "outcome": req.outcome, "treatment": req.treatment}
     if not causal or not causal.get("ate") or causal["ate"].get("ci_low") is None:
         return {**base, "decision": "fail", "reason": "the causal effect could not be estimated"}
     ate = causal["ate"]
-    failed = [r["name"] for r in causal.get("refutations", []) if not r.get("passed")]
+    ran = {r["name"]: r for r in causal.get("refutations", [])}
+    required = list(req.refutations) if req.refutations is not None else list(ran)
+    base["required_refutations"] = required
+    missing = [name for name in required if name not in ran]
+    if missing:
+        return {**base, "decision": "fail", "ate": ate, "reason": f"refutations not run: {', '.join(missing)}"}
+    # passed is None when a refutation does not apply (e.g. sensitivity of an interval containing 0)
+    failed = [name for name in required if ran[name].get("passed") is False]
     if failed:
         return {**base, "decision": "fail", "ate": ate, "reason": f"refutations failed: {', '.join(failed)}"}
     if ate["ci_low"] <= 0:
         return {**base, "decision": "fail", "ate": ate,
                 "reason": f"the effect's interval [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] does not lie above 0"}
     return {**base, "decision": "pass", "ate": ate,
-            "reason": f"effect {ate['value']:.4g} [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] and every refutation passed"}
+            "reason": f"effect {ate['value']:.4g} [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] and the required refutations passed"}

@@ -1,0 +1,17 @@
+"""Causal pre-ship check: DoWhy identification and refutation, EconML estimation, segment effects and
+a learned policy. Pure computation: DataFrames and config in, result objects out (no file I/O, no printing).
+
+    from causal import CausalConfig, run_causal_check
+    result = run_causal_check(logs, CausalConfig(treatment="recommended", outcome="watch_seconds"))
+    document = result.to_dict()          # the livegate.causal/1 body
+    result.policy                         # long-format policy: decision_id, action, prob
+"""
+from .check import CausalConfig, run_causal_check
+from .graph import (DEFAULT_CONFOUNDERS, DEFAULT_EFFECT_MODIFIERS, DEFAULT_SEGMENTS, default_graph, graph_to_dict,
+                    parse_graph)
+from .propensity import estimate_propensities
+from .result import SCHEMA, CausalResult, Refutation, SegmentEffect
+
+__all__ = ["CausalConfig", "CausalResult", "Refutation", "SegmentEffect", "SCHEMA", "run_causal_check",
+           "estimate_propensities", "parse_graph", "default_graph", "graph_to_dict", "DEFAULT_CONFOUNDERS",
+           "DEFAULT_EFFECT_MODIFIERS", "DEFAULT_SEGMENTS"]

@@ -1,0 +1,138 @@
+"""Result objects of the causal check and the ``livegate.causal/1`` document they serialise to."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMA = "livegate.causal/1"
+
+
+def clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN / inf to None, tuples to lists, keys to str."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [clean(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if hasattr(value, "to_dict") and not isinstance(value, pd.DataFrame):
+        return clean(value.to_dict())
+    return value
+
+
+@dataclass(frozen=True)
+class Refutation:
+    """One refutation: the new effect it produced, DoWhy's p-value (or None), the verdict and its rule."""
+
+    name: str
+    new_effect: float | None
+    p_value: float | None
+    passed: bool | None  # None: not applicable (see ``rule``)
+    rule: str
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return clean({"name": self.name, "new_effect": self.new_effect, "p_value": self.p_value,
+                      "passed": self.passed, "rule": self.rule, "details": self.details})
+
+
+@dataclass(frozen=True)
+class SegmentEffect:
+    """Average effect within one segment (e.g. ``x_is_new=true``) with its interval."""
+
+    segment: str
+    column: str
+    n: int
+    value: float
+    se: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict:
+        return clean({"segment": self.segment, "column": self.column, "n": self.n, "value": self.value,
+                      "se": self.se, "ci_low": self.ci_low, "ci_high": self.ci_high})
+
+
+@dataclass
+class CausalResult:
+    """Everything the causal check found; ``to_dict()`` is the ``livegate.causal/1`` document body.
+
+    ``policy`` is the learned "recommend where it helps" policy in the long policy format of the data
+    contract (``decision_id``, ``action``, ``prob``), or None; it is not part of the JSON document
+    (the CLI writes it as Parquet), only its summary ``policy_summary`` is.
+    """
+
+    treatment: str
+    outcome: str
+    confounders: list[str]
+    effect_modifiers: list[str]
+    identified_estimand: str
+    graph: dict
+    naive: dict
+    ipw: dict
+    ate: dict
+    refutations: list[Refutation]
+    segments: list[SegmentEffect]
+    propensities: dict
+    warnings: list[str]
+    notes: list[str]
+    timings: dict[str, float]
+    n_rows: int
+    n_treated: int
+    settings: dict
+    policy_summary: dict | None = None
+    policy: pd.DataFrame | None = field(default=None, repr=False)
+    diagnostics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def refutations_passed(self) -> bool:
+        """True when no refutation failed (not-applicable ones do not count as failures)."""
+        return all(r.passed is not False for r in self.refutations)
+
+    def to_dict(self) -> dict:
+        body = {
+            "schema": SCHEMA,
+            "treatment": self.treatment,
+            "outcome": self.outcome,
+            "confounders": list(self.confounders),
+            "effect_modifiers": list(self.effect_modifiers),
+            "identified_estimand": self.identified_estimand,
+            "graph": self.graph,
+            "n_rows": self.n_rows,
+            "n_treated": self.n_treated,
+            "naive": self.naive,
+            "ipw": self.ipw,
+            "ate": self.ate,
+            "bias_of_naive": _relative_gap(self.naive.get("value"), self.ate.get("value")),
+            "refutations": [r.to_dict() for r in self.refutations],
+            "refutations_passed": self.refutations_passed,
+            "segments": [s.to_dict() for s in self.segments],
+            "propensities": self.propensities,
+            "policy": self.policy_summary,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "timings": self.timings,
+            "diagnostics": self.diagnostics,
+            "seed": self.settings.get("seed"),
+            "settings": self.settings,
+        }
+        body.update(self.provenance)
+        return clean(body)
+
+
+def _relative_gap(naive: float | None, adjusted: float | None) -> dict | None:
+    """How far the naive number is from the adjusted estimate, absolute and relative to it."""
+    if naive is None or adjusted is None:
+        return None
+    gap = naive - adjusted
+    return {"difference": gap, "relative": gap / abs(adjusted) if adjusted else None}
