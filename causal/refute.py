@@ -50,6 +50,12 @@ CAVEAT = ("Refuters test the estimator's stability, not the absence of confoundi
           "to the strongest observed confounder.")
 
 
+def _quiet_p_value():
+    """DoWhy's p-value divides by the spread of the simulated estimates, which is 0 when they agree
+    exactly (numpy warns of a division by zero); the p-value is then reported as null (see _p)."""
+    return np.errstate(divide="ignore", invalid="ignore")
+
+
 def _p(refutation) -> float | None:
     result = getattr(refutation, "refutation_result", None)
     if not result:
@@ -64,8 +70,9 @@ def placebo_treatment(data, estimand, estimate, treatment: str, ate: dict, *, al
     placebo of DoWhy draws from NumPy's global generator and would not be reproducible)."""
     from dowhy.causal_refuters.placebo_treatment_refuter import PlaceboType, refute_placebo_treatment
 
-    ref = refute_placebo_treatment(data, estimand, estimate, [treatment], num_simulations=simulations,
-                                   placebo_type=PlaceboType.PERMUTE, random_state=seed)
+    with _quiet_p_value():
+        ref = refute_placebo_treatment(data, estimand, estimate, [treatment], num_simulations=simulations,
+                                       placebo_type=PlaceboType.PERMUTE, random_state=seed)
     new = float(ref.new_effect)
     bound = z_value(alpha) * ate["se"] / np.sqrt(simulations)
     return Refutation(
@@ -81,7 +88,8 @@ def random_common_cause(data, estimand, estimate, ate: dict, *, alpha: float, si
     """DoWhy's random-common-cause refuter: an independent standard-normal column joins the adjustment set."""
     from dowhy.causal_refuters.random_common_cause import refute_random_common_cause
 
-    ref = refute_random_common_cause(data, estimand, estimate, num_simulations=simulations, random_state=seed)
+    with _quiet_p_value():
+        ref = refute_random_common_cause(data, estimand, estimate, num_simulations=simulations, random_state=seed)
     new = float(ref.new_effect)
     bound = z_value(alpha) * ate["se"]
     return Refutation(
@@ -98,8 +106,9 @@ def data_subset(data, estimand, estimate, ate: dict, *, alpha: float, simulation
     """DoWhy's data-subset refuter: re-estimate on random subsets of ``fraction`` of the rows."""
     from dowhy.causal_refuters.data_subset_refuter import refute_data_subset
 
-    ref = refute_data_subset(data, estimand, estimate, subset_fraction=fraction, num_simulations=simulations,
-                             random_state=seed)
+    with _quiet_p_value():
+        ref = refute_data_subset(data, estimand, estimate, subset_fraction=fraction, num_simulations=simulations,
+                                 random_state=seed)
     new = float(ref.new_effect)
     bound = z_value(alpha) * ate["se"] * np.sqrt((1 - fraction) / fraction)
     return Refutation(
