@@ -14,15 +14,17 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
 
     Under correct propensities E_pi0[w] = sum of pi_e over actions the logging policy supports, so
     max(0, 1 - mean(w)) estimates the candidate's probability mass outside the logging policy's
-    support (`unsupported_mass`, with a one-sided 95% upper bound); a mean weight significantly
-    above 1 can only mean wrong propensities.
+    support (`unsupported_mass`, with one-sided 95% lower and upper bounds); a mean weight
+    significantly above 1 can only mean wrong propensities.
     """
     n = len(weight)
     total, total_sq = float(np.sum(weight)), float(np.sum(weight * weight))
     mean = total / n
     se = float(np.std(weight, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    z95 = 1.6448536269514722 * (se if math.isfinite(se) else 0.0)  # one-sided 95%
     unsupported = min(1.0, max(0.0, 1.0 - mean))
-    unsupported_upper = min(1.0, max(0.0, 1.0 - mean + 1.6448536269514722 * (se if math.isfinite(se) else 0.0)))
+    unsupported_lower = min(1.0, max(0.0, 1.0 - mean - z95))
+    unsupported_upper = min(1.0, max(0.0, 1.0 - mean + z95))
     qs = np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
     positive = weight[weight > 0]
     top = float(weight.max()) if n else 0.0
@@ -36,6 +38,7 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
         "mean_weight_se": se,
         "zero_weight_fraction": 1.0 - len(positive) / n if n else math.nan,
         "unsupported_mass": unsupported,
+        "unsupported_mass_lower": unsupported_lower,
         "unsupported_mass_upper": unsupported_upper,
         "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
         "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},

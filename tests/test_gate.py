@@ -5,6 +5,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cli
@@ -123,3 +124,18 @@ def test_gate_never_overwrites_an_input(sim_dir, capsys):
 def test_config_paths_are_relative_to_the_file(sim_dir):
     cfg = load_gate_config(_config(sim_dir, ["better"], IMPROVES_WATCH))
     assert cfg.logs == sim_dir / "logs.parquet" and cfg.candidates[0].policy == sim_dir / "policies" / "better.parquet"
+
+
+def test_unsupported_mass_holds_a_candidate_back_only_on_evidence():
+    from ope.diagnostics import weight_diagnostics
+    from ope.gate import _diagnostic_failures
+    from datasets.gate_config import GateConfig
+
+    cfg = GateConfig(source=Path("g.toml"), logs=Path("l"), candidates=(), criteria=(), rewards={},
+                     max_unsupported_mass=0.01)
+    rng = np.random.default_rng(0)
+    supported = rng.exponential(1.0, 20_000)            # E[w] = 1: full support, noisy weights
+    leaving = supported * 0.9                            # 10% of the mass outside the support
+    assert not _diagnostic_failures(weight_diagnostics(supported), cfg)
+    failures = _diagnostic_failures(weight_diagnostics(leaving), cfg)
+    assert failures and "unsupported mass" in failures[0]
