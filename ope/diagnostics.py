@@ -7,6 +7,8 @@ import numpy as np
 
 #: A mean weight this many standard errors from 1 is a finding, not noise.
 MEAN_WEIGHT_Z = 4.0
+#: Width, in standard errors of the mean weight, of the bounds on the unsupported mass.
+UNSUPPORTED_Z = 3.0
 
 
 def weight_diagnostics(weight: np.ndarray) -> dict:
@@ -14,17 +16,19 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
 
     Under correct propensities E_pi0[w] = sum of pi_e over actions the logging policy supports, so
     max(0, 1 - mean(w)) estimates the candidate's probability mass outside the logging policy's
-    support (`unsupported_mass`, with one-sided 95% lower and upper bounds); a mean weight
+    support (`unsupported_mass`, with bounds at 3 standard errors); a mean weight
     significantly above 1 can only mean wrong propensities.
     """
     n = len(weight)
     total, total_sq = float(np.sum(weight)), float(np.sum(weight * weight))
     mean = total / n
     se = float(np.std(weight, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    z95 = 1.6448536269514722 * (se if math.isfinite(se) else 0.0)  # one-sided 95%
+    # Bounds at 3 standard errors (one-sided 99.9%): the mean of heavy weights is noisy and skewed,
+    # and a gate that holds a candidate back on its lower bound must rarely do so on noise alone
+    margin = UNSUPPORTED_Z * (se if math.isfinite(se) else 0.0)
     unsupported = min(1.0, max(0.0, 1.0 - mean))
-    unsupported_lower = min(1.0, max(0.0, 1.0 - mean - z95))
-    unsupported_upper = min(1.0, max(0.0, 1.0 - mean + z95))
+    unsupported_lower = min(1.0, max(0.0, 1.0 - mean - margin))
+    unsupported_upper = min(1.0, max(0.0, 1.0 - mean + margin))
     qs = np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
     positive = weight[weight > 0]
     top = float(weight.max()) if n else 0.0

@@ -55,9 +55,9 @@ def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
     if diag["ess"] < cfg.min_ess:
         failures.append(f"effective sample size {diag['ess']:,.0f} < min_ess {cfg.min_ess:,.0f}")
     # the mass is estimated from the mean weight, whose noise grows with the weights: a candidate is
-    # held back when the data show (one-sided 95%) more unsupported mass than allowed, not on noise
+    # held back when the data show (lower bound at 3 standard errors) more unsupported mass than allowed
     if diag["unsupported_mass_lower"] > cfg.max_unsupported_mass:
-        failures.append(f"unsupported mass {diag['unsupported_mass']:.3f} (95% lower bound "
+        failures.append(f"unsupported mass {diag['unsupported_mass']:.3f} (lower bound "
                         f"{diag['unsupported_mass_lower']:.3f}) > max_unsupported_mass {cfg.max_unsupported_mass:.3f}")
     return failures
 
