@@ -121,10 +121,11 @@ class CausalResult:
             "policy": self.policy_summary,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
-            "timings": self.timings,
             "diagnostics": self.diagnostics,
             "seed": self.settings.get("seed"),
-            "settings": self.settings,
+            # DESIGN names the configuration `config`; wall-clock timings stay on the object (benchmarks):
+            # in the document they would break "same inputs and seed, byte-identical JSON"
+            "config": self.settings,
         }
         body.update(self.provenance)
         return clean(body)

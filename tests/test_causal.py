@@ -146,3 +146,13 @@ def test_estimated_propensities_are_calibrated(confounded):
     # and they track the true propensities the simulator logged
     true_treat = np.where(treated, sample["propensity"], 1 - sample["propensity"])
     assert np.corrcoef(p_treat, true_treat)[0, 1] > 0.9
+
+
+def test_same_seed_gives_byte_identical_documents(confounded):
+    from datasets.io import dumps_json
+
+    data, _ = confounded
+    config = CausalConfig(treatment="recommended", outcome="watch_seconds", seed=5)
+    first = dumps_json(run_causal_check(data.head(6_000), config).to_dict())
+    second = dumps_json(run_causal_check(data.head(6_000), config).to_dict())
+    assert first == second
