@@ -139,3 +139,23 @@ def test_unsupported_mass_holds_a_candidate_back_only_on_evidence():
     assert not _diagnostic_failures(weight_diagnostics(supported), cfg)
     failures = _diagnostic_failures(weight_diagnostics(leaving), cfg)
     assert failures and "unsupported mass" in failures[0]
+
+
+def test_same_config_gives_byte_identical_gate_documents(sim_dir, tmp_path):
+    config = _config(sim_dir, ["better"], IMPROVES_WATCH)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert _gate(config, "--out", str(a)) == 0 and _gate(config, "--out", str(b)) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_degenerate_data_never_passes(sim_dir, tmp_path):
+    import pandas as pd
+
+    logs = pd.read_parquet(sim_dir / "logs.parquet").assign(watch_seconds=0.0)  # no variation at all
+    logs.to_parquet(tmp_path / "logs.parquet")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "better.parquet").write_bytes((sim_dir / "policies" / "better.parquet").read_bytes())
+    non_inferior = '[[criterion]]\nmetric = "watch_seconds"\nrule = "non_inferior"\nmargin = 1.0\n'
+    out = tmp_path / "gate.json"
+    assert _gate(_config(tmp_path, ["better"], non_inferior), "--out", str(out)) == 3
+    assert "degenerate" in json.loads(out.read_text())["candidates"][0]["criteria"][0]["reason"]
