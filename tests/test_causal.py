@@ -156,3 +156,74 @@ def test_same_seed_gives_byte_identical_documents(confounded):
     first = dumps_json(run_causal_check(data.head(6_000), config).to_dict())
     second = dumps_json(run_causal_check(data.head(6_000), config).to_dict())
     assert first == second
+
+
+def test_api_input_errors_name_the_column_and_the_rows(confounded):
+    data, _ = confounded
+    small = data.head(2_000)
+    config = CausalConfig(treatment="recommended", outcome="watch_seconds", refuters=(), learn_policy=False)
+    # NaN in the outcome: the message names the column and how many rows
+    holed = small.assign(watch_seconds=small["watch_seconds"].where(small.index >= 7))
+    with pytest.raises(InputError, match=r"watch_seconds.*7 rows"):
+        run_causal_check(holed, config)
+    # a non-binary treatment
+    with pytest.raises(InputError, match="recommended"):
+        run_causal_check(small.assign(recommended=small["recommended"] + 1), config)
+    # missing columns, every one listed
+    with pytest.raises(InputError) as info:
+        run_causal_check(small.drop(columns=["watch_seconds"]),
+                         CausalConfig(treatment="recommended", outcome="watch_seconds", confounders=("x_nope",)))
+    assert {p.column for p in info.value.problems} >= {"watch_seconds", "x_nope"}
+    # unknown estimator and refuter names are configuration errors, not crashes
+    with pytest.raises(InputError, match="estimator"):
+        run_causal_check(small, CausalConfig(treatment="recommended", outcome="watch_seconds", estimator="ols"))
+    with pytest.raises(InputError, match="refuter"):
+        run_causal_check(small, CausalConfig(treatment="recommended", outcome="watch_seconds", refuters=("magic",)))
+
+
+def test_document_is_json_ready_and_marks_estimated_propensities(confounded):
+    data, _ = confounded
+    logs = data.head(8_000).drop(columns=["propensity"])
+    result = run_causal_check(logs, CausalConfig(treatment="recommended", outcome="gift_value",
+                                                 refuters=("placebo_treatment",), seed=SEED),
+                              progress=lambda step, done, total: steps.append((step, done, total)))
+    doc = result.to_dict()
+    json.dumps(doc, allow_nan=False)  # no NaN anywhere
+    assert doc["propensities"]["source"] == "estimated"
+    assert any("estimated propensities" in w for w in doc["warnings"])
+    assert any("not the absence of confounding" in w for w in doc["warnings"])
+    assert {e for e in doc["graph"]["nodes"]} >= {"recommended", "gift_value", "x_activity"}
+    assert "backdoor" in doc["identified_estimand"]
+    assert [s for s, _, _ in steps][:2] == ["identify", "propensities"]
+    assert set(result.policy["action"].unique()) == {0, 1}
+
+
+steps: list = []
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("estimator", ["dr_learner", "causal_forest"])
+def test_other_estimators_recover_the_true_effect(confounded, estimator):
+    data, truth = confounded
+    true_ate = truth["ate"]["watch_seconds"]
+    result = run_causal_check(data, CausalConfig(treatment="recommended", outcome="watch_seconds",
+                                                 estimator=estimator, refuters=("sensitivity",), seed=SEED))
+    assert abs(result.ate["value"] - true_ate) <= 0.10 * abs(true_ate)
+    # within 3 standard errors (a wider band than the interval: forests' standard errors are approximate)
+    assert abs(result.ate["value"] - true_ate) <= 3 * result.ate["se"]
+    seg = {s.segment: s.value for s in result.segments}
+    assert seg["x_is_new=true"] > seg["x_is_new=false"]
+    assert seg["x_popularity=low"] > seg["x_popularity=high"]
+
+
+@pytest.mark.statistical
+def test_learned_policy_gains_over_recommending_everyone_under_the_truth(confounded, watch_result):
+    from datasets.causal_simulator import watch_effect
+
+    data, _ = confounded
+    tau = watch_effect(data["x_is_new"], data["x_popularity"], data["x_prime_time"])
+    pi = watch_result.policy[watch_result.policy["action"] == 1].set_index("decision_id")["prob"]
+    pi = pi.reindex(data["decision_id"]).to_numpy()
+    # true value of the learned policy minus recommending to everybody: it withholds where tau < 0
+    assert watch_result.policy_summary["share_recommended"] < 1.0
+    assert np.mean((pi - 1.0) * tau) > 0
