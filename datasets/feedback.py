@@ -377,6 +377,12 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     row = None
     if decisions is not None and not found.get(position_col):
         position = np.asarray(_to_numpy(table.column(position_col)), dtype=np.int64) if has_pos else None
+        if position is not None:
+            outside = int(np.count_nonzero((position < 0) | (position >= logs.n_positions)))
+            if outside:
+                problems.append(Problem(source, f"have positions the logs do not have (the logs' positions are "
+                                        f"0 to {logs.n_positions - 1})", column=position_col, rows=outside,
+                                        fix="number positions as the logs do, or drop the position column"))
         row = _map_rows(logs, decisions, position)
     action_code = None
     if action_col in present and not found[action_col]:
