@@ -477,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-range", action="append", metavar="METRIC=LOW,HIGH",
                    help="range every reward can take, known a priori (makes --ci bernstein a guarantee)")
     p.add_argument("--max-weight", type=float,
-                   help="bound on pi_e/pi_0 known by design (default 1 / smallest logged propensity)")
+                   help="bound on pi_e/pi_0 known by design, e.g. 1/(epsilon/K) for epsilon-greedy logging; with "
+                        "--reward-range it makes --ci bernstein a guarantee")
     p.add_argument("--baseline", default="logging")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--estimate-propensities", action="store_true",

@@ -211,15 +211,38 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
             continue
         outputs[key] = base / value
 
+    estimator = get(evaluation, "evaluation", "estimator", str, default="snips")
+    ci = get(evaluation, "evaluation", "ci", str, default="normal")
+    seed = get(evaluation, "evaluation", "seed", int, default=0)
+    n_boot = get(evaluation, "evaluation", "n_boot", int, default=1000)
+    baseline = get(evaluation, "evaluation", "baseline", str, default="logging")
+    if baseline in names:
+        problems.append(Problem(src, f"[evaluation] baseline '{baseline}' is also a candidate",
+                                fix="compare candidates with the logging policy or another baseline"))
+    # a misspelt key (min-ess for min_ess) would silently loosen the gate: every key must be known
+    known_keys = {"data": {"logs", "q_hat", "actions", "context"},
+                  "evaluation": {"estimator", "alpha", "ci", "seed", "n_boot", "baseline", "max_weight"},
+                  "diagnostics": {"min_ess", "max_unsupported_mass"},
+                  "causal": {"required", "treatment", "outcome", "logs", "confounders", "effect_modifiers",
+                             "estimator", "refutations"}}
+    for section, keys in known_keys.items():
+        tbl = raw.get(section, {})
+        for key in (tbl if isinstance(tbl, dict) else {}):
+            if key not in keys:
+                problems.append(Problem(src, f"[{section}] has an unknown key '{key}'",
+                                        fix=f"use {', '.join(sorted(keys))}"))
+    for kind, entries, keys in (("candidate", raw_candidates, {"name", "policy"}),
+                                ("criterion", raw_criteria, {"metric", "rule", "min_effect", "margin", "relative"})):
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            for key in (entry if isinstance(entry, dict) else {}):
+                if key not in keys:
+                    problems.append(Problem(src, f"[[{kind}]] {i + 1} has an unknown key '{key}'",
+                                            fix=f"use {', '.join(sorted(keys))}"))
     if problems:
         raise InputError(problems)
     return GateConfig(
         source=path, logs=base / logs, candidates=tuple(candidates), criteria=tuple(criteria), rewards=rewards,
-        estimator=get(evaluation, "evaluation", "estimator", str, default="snips"), alpha=float(alpha),
-        ci=get(evaluation, "evaluation", "ci", str, default="normal"),
-        seed=int(get(evaluation, "evaluation", "seed", int, default=0)),
-        n_boot=int(get(evaluation, "evaluation", "n_boot", int, default=1000)),
-        baseline=get(evaluation, "evaluation", "baseline", str, default="logging"),
+        estimator=estimator, alpha=float(alpha), ci=ci, seed=int(seed), n_boot=int(n_boot), baseline=baseline,
         q_hat=(base / q_hat) if q_hat else None, actions=(base / actions) if actions else None, context=tuple(context) if context else None,
         reward_ranges=reward_ranges, max_weight=float(max_weight) if max_weight else None,
         min_ess=float(min_ess), max_unsupported_mass=float(max_unsupported), causal=causal,

@@ -15,7 +15,8 @@ from .errors import InputError, Problem
 
 
 def _check_not_input(path: Path, protected: frozenset[Path]) -> None:
-    if path.resolve() in protected:
+    target = path.resolve()
+    if target in protected or any(p.is_dir() and target.is_relative_to(p) for p in protected):
         raise InputError(Problem(str(path), "is one of the inputs; livegate never overwrites an input",
                                  fix="choose another output path"))
 

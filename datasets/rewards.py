@@ -58,6 +58,9 @@ def parse_reward(text: str, source: str = "--reward") -> RewardSpec:
                                      fix="write a column or a weighted sum, e.g. 'watch_seconds + 50*gift_value'"))
         column = m.group("n1") or m.group("n2") or m.group("n3")
         coef = float(m.group("c1") or m.group("c2") or 1.0)
+        if not np.isfinite(coef):
+            raise InputError(Problem(source, f"the coefficient in '{term.strip()}' is not a finite number",
+                                     fix="use a coefficient such as 50 or 1e-3"))
         weights[column] = weights.get(column, 0.0) + sign * coef
     name = name.strip() or (expr if len(weights) > 1 or next(iter(weights.values())) != 1 else next(iter(weights)))
     return RewardSpec(name=name, weights=tuple(weights.items()))

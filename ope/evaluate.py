@@ -37,7 +37,7 @@ class EvaluationConfig:
     category_propensity_column: str = "category_propensity"
     #: metric -> (low, high) known a priori (bernstein intervals; q-hat is clipped into it)
     reward_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: a bound on the importance weight known by design, e.g. 1 / (epsilon / K); default 1 / min propensity
+    #: a bound on the importance weight known by design, e.g. 1 / (epsilon / K); None: unknown
     max_weight: float | None = None
     max_time_windows: int = 31
 
@@ -48,7 +48,7 @@ class EvaluationConfig:
                                     fix=f"choose from {', '.join(inference.CI_METHODS)}"))
         if not 0 < self.alpha < 1:
             problems.append(Problem("--alpha", f"{self.alpha} is not in (0, 1)", fix="use e.g. 0.05"))
-        if self.n_boot < 50:
+        if self.n_boot < 200:
             problems.append(Problem("--n-boot", f"{self.n_boot} resamples are too few", fix="use at least 200"))
         if self.n_folds < 2:
             problems.append(Problem("--folds", "cross-fitting needs at least 2 folds"))
@@ -223,7 +223,9 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
         diagnostics[name] = diag
 
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
-    max_weight = config.max_weight or float(1.0 / np.min(logs.propensity))
+    # a weight bound from the data (1 / smallest propensity) would make "guaranteed" a claim about the
+    # sample: without a configured bound the Bernstein interval says it uses the observed range
+    max_weight = config.max_weight
     results: dict[str, dict[str, PolicyResult]] = {}
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
     engines: dict[str, IntervalEngine] = {}
@@ -266,7 +268,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
         if any(e.get("ci_method") == "bernstein-observed-range"
                for r in results[metric].values() for e in r.estimates.values()):
             warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
-                            f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH.")
+                            f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight.")
         for name in all_policies:
             diag = dict(diagnostics[name])
             diag["reward_model"] = quality
@@ -320,7 +322,7 @@ def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, Polic
                 rel, rel_low, rel_high = inference.relative_interval(t, terms[base][ident], cfg.alpha)
                 vs[ident] = {"difference": diff.value, "se": diff.se, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
                              "ci_method": diff.method, "relative": rel, "relative_ci_low": rel_low,
-                             "relative_ci_high": rel_high}
+                             "relative_ci_high": rel_high, "relative_ci_method": "normal"}
         out[name] = PolicyResult(estimates=estimates, diagnostics={}, vs_baseline=vs)
     return out
 

@@ -102,24 +102,27 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
     stopped = False
     for k, (p, row, failures, degenerate, name, crit) in enumerate(sorted(tests, key=lambda t: t[0])):
         level_alpha = cfg.alpha / (m - k)
-        iv = evaluation.engines[crit.metric].difference(name, base, estimator, level_alpha)
-        row.update(ci_low=iv.ci_low, ci_high=iv.ci_high, confidence=1 - level_alpha, ci_method=iv.method)
+        low, high, method = _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha)
+        row.update(ci_low=low, ci_high=high, confidence=1 - level_alpha, ci_method=method)
         thr = row["threshold"]
-        if failures:
-            row.update(decision="inconclusive", reason="diagnostics: " + "; ".join(failures))
-        elif degenerate:
-            row.update(decision="inconclusive", reason="degenerate data: the difference has no variance")
+        # the statistical verdict first: Holm stops at the first hypothesis it cannot reject,
+        # whatever the candidate's diagnostics (they can only turn a verdict into inconclusive)
+        if degenerate:
+            verdict, reason = "inconclusive", "degenerate data: the difference has no variance"
         elif stopped:
-            row.update(decision="inconclusive", reason=f"Holm: an earlier test could not be decided; "
-                                                        f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] vs {thr:.4g}")
-        elif iv.ci_low > thr:
-            row.update(decision="pass", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] lies above {thr:.4g}")
-        elif iv.ci_high < thr:
-            row.update(decision="fail", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] lies below {thr:.4g}")
+            verdict, reason = "inconclusive", (f"Holm: an earlier test could not be decided; "
+                                               f"interval [{low:.4g}, {high:.4g}] vs {thr:.4g}")
+        elif low > thr:
+            verdict, reason = "pass", f"interval [{low:.4g}, {high:.4g}] lies above {thr:.4g}"
+        elif high < thr:
+            verdict, reason = "fail", f"interval [{low:.4g}, {high:.4g}] lies below {thr:.4g}"
         else:
-            row.update(decision="inconclusive", reason=f"interval [{iv.ci_low:.4g}, {iv.ci_high:.4g}] contains {thr:.4g}")
-        if row["decision"] == "inconclusive" and not failures:
-            stopped = True  # Holm's step-down stops at the first hypothesis it cannot reject
+            verdict, reason = "inconclusive", f"interval [{low:.4g}, {high:.4g}] contains {thr:.4g}"
+        if verdict == "inconclusive":
+            stopped = True
+        if failures:
+            verdict, reason = "inconclusive", "diagnostics: " + "; ".join(failures) + f" ({reason})"
+        row.update(decision=verdict, reason=reason)
 
     for entry in candidates:
         entry["decision"] = _combine(c["decision"] for c in entry["criteria"])
@@ -131,6 +134,25 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
                             "interval, and testing stops at the first that cannot be decided (Holm 1979)."}
     return GateResult(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
                       config=cfg, causal=causal_check)
+
+
+def _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha):
+    """Interval of the criterion's paired contrast, in the units of the difference.
+
+    A relative threshold r |baseline| depends on the baseline's own estimate, so it is tested as one
+    contrast on the same rows, candidate - (1 + r s) baseline > 0 with s the baseline's sign, whose
+    interval carries the baseline's noise too; the interval is shifted back by r s baseline_value so
+    that it reads against the threshold in the difference's units.
+    """
+    engine = evaluation.engines[crit.metric]
+    if not crit.relative:
+        iv = engine.difference(name, base, estimator, level_alpha)
+        return iv.ci_low, iv.ci_high, iv.method
+    r = crit.threshold if crit.rule == "improves" else -crit.threshold
+    shift = r * abs(row["baseline_value"])
+    sign = 1.0 if row["baseline_value"] >= 0 else -1.0
+    iv = engine.interval([(name, estimator), (base, estimator)], [1.0, -(1.0 + r * sign)], level_alpha)
+    return iv.ci_low + shift, iv.ci_high + shift, iv.method
 
 
 def _combine(decisions) -> str:

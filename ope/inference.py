@@ -18,6 +18,8 @@ from datasets.errors import InputError, Problem
 from .estimators import Terms
 
 CI_METHODS = ("normal", "bootstrap", "bernstein")
+#: Share of bootstrap resamples in which the estimator must be defined for a percentile interval.
+MIN_DEFINED_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,12 @@ def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: fl
     """Percentile interval of a contrast from bootstrap replicates; the point estimate stays the
     full-sample one."""
     contrast = replicates @ np.asarray(coefs, dtype=np.float64)
-    contrast = contrast[np.isfinite(contrast)]
-    if contrast.size < 2:  # undefined in (almost) every resample, e.g. snips with no positive weight
+    defined = np.isfinite(contrast)
+    # a resample where the estimator is undefined (e.g. snips with no positive weight) cannot be
+    # dropped quietly: beyond 1% of them the percentiles would describe another distribution
+    if np.mean(defined) < MIN_DEFINED_SHARE or defined.sum() < 2:
         return Interval(point, math.nan, math.nan, math.nan, "bootstrap")
+    contrast = contrast[defined]
     low, high = np.quantile(contrast, [alpha / 2.0, 1.0 - alpha / 2.0])
     return Interval(point, float(np.std(contrast, ddof=1)), float(low), float(high), "bootstrap")
 

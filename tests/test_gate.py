@@ -159,3 +159,52 @@ def test_degenerate_data_never_passes(sim_dir, tmp_path):
     out = tmp_path / "gate.json"
     assert _gate(_config(tmp_path, ["better"], non_inferior), "--out", str(out)) == 3
     assert "degenerate" in json.loads(out.read_text())["candidates"][0]["criteria"][0]["reason"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ('[diagnostics]\nmin-ess = 5000\n', "unknown key 'min-ess'"),
+    ('[evaluation]\nseed = "abc"\n', "seed = 'abc' has the wrong type"),
+    ('[evaluation]\nbaseline = "better"\n', "baseline 'better' is also a candidate"),
+])
+def test_config_mistakes_that_would_loosen_the_gate_exit_2(sim_dir, capsys, extra, needle):
+    config = _config(sim_dir, ["better"], IMPROVES_WATCH, extra=extra)
+    config.write_text(config.read_text().replace('[evaluation]\nestimator = "snips"\nalpha = 0.05\n', "")
+                      if extra.startswith("[evaluation]") else config.read_text())
+    if extra.startswith("[evaluation]"):
+        config.write_text(config.read_text().replace(extra, extra.rstrip("\n") + '\nestimator = "snips"\n'))
+    assert _gate(config) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_holm_stops_at_an_undecided_test_even_when_its_candidate_failed_diagnostics():
+    from types import SimpleNamespace
+
+    from ope.evaluate import PolicyResult
+    from ope.gate import decide
+    from ope.inference import Interval
+    from datasets.gate_config import Candidate, GateConfig
+
+    # two candidates: 'noisy' has the smaller p-value but an interval containing 0 and fails min_ess;
+    # 'good' alone would pass at 95% but not at Holm's 97.5% for the first test ... it comes second,
+    # after a test Holm cannot reject, so it must be inconclusive
+    def result(diff, se, ess):
+        return PolicyResult(estimates={"snips": {"value": 1.0 + diff}},
+                            diagnostics={"ess": ess, "unsupported_mass_lower": 0.0, "unsupported_mass": 0.0, "n": 1000},
+                            vs_baseline={"snips": {"difference": diff, "se": se}})
+
+    metrics = {"m": {"logging": result(0.0, 0.0, 1000), "noisy": result(2.06, 1.0, 10), "good": result(2.0, 1.0, 1000)}}
+
+    class Engine:
+        def difference(self, name, base, estimator, alpha):
+            from scipy import stats
+            d = metrics["m"][name].vs_baseline["snips"]
+            half = stats.norm.ppf(1 - alpha / 2) * d["se"]
+            return Interval(d["difference"], d["se"], d["difference"] - half, d["difference"] + half, "normal")
+
+    evaluation = SimpleNamespace(metrics=metrics, engines={"m": Engine()})
+    cfg = GateConfig(source=Path("g.toml"), logs=Path("l"), rewards={}, min_ess=100,
+                     candidates=(Candidate("noisy", None), Candidate("good", None)),
+                     criteria=(Criterion(metric="m", rule="improves", threshold=0.0),))
+    doc = decide(evaluation, cfg).to_dict()
+    decisions = {c["name"]: c["criteria"][0]["decision"] for c in doc["candidates"]}
+    assert decisions == {"noisy": "inconclusive", "good": "inconclusive"}
