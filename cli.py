@@ -120,7 +120,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
     optional = [c for c in [*compact_columns(compact), "q_hat", "a_category", "category_propensity"] if c in available]
     needs_decision = any(p is not None for _, p in policies_spec) or bool(q_hat_args)
     logs = load_logs(logs_path, rewards, need_decision_id=needs_decision, need_propensity=not estimate_propensities,
-                     need_context=True, context=_context_columns(context, available),
+                     need_context=True, context=_context_columns(context, available, rewards),
                      optional_extra=optional)
     if estimate_propensities:
         from causal import estimate_propensities as estimate
@@ -149,12 +149,15 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
     return logs, policies, rewards, q_hat, dict(policies_spec)
 
 
-def _context_columns(context: str | None, available: Sequence[str]):
+def _context_columns(context: str | None, available: Sequence[str], rewards) -> list[str] | None:
+    """--context patterns through the schema's one selection rule (never a key or an outcome column)."""
+    from datasets import LogSchema
+
     if not context:
         return None
-    import fnmatch
-    patterns = [c.strip() for c in context.split(",") if c.strip()]
-    return [c for c in available if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    patterns = tuple(c.strip() for c in context.split(",") if c.strip())
+    outcomes = tuple(c for spec in rewards for c in spec.columns)
+    return LogSchema(context=patterns).context_columns(list(available), exclude=outcomes)
 
 
 # --- commands --------------------------------------------------------------------------------

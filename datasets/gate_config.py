@@ -141,11 +141,15 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
         reward_ranges[name] = (float(bounds[0]), float(bounds[1]))
     max_weight = get(evaluation, "evaluation", "max_weight", (int, float))
 
+    def array_of_tables(name: str, keys: str) -> list[dict]:
+        entries = raw.get(name, [])
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+            problems.append(Problem(src, f"has no [[{name}]] tables", fix=f"add [[{name}]] with {keys}"))
+            return []
+        return entries
+
     candidates = []
-    raw_candidates = raw.get("candidate", [])
-    if not isinstance(raw_candidates, list) or not raw_candidates:
-        problems.append(Problem(src, "has no [[candidate]]", fix="add [[candidate]] with name and policy"))
-        raw_candidates = []
+    raw_candidates = array_of_tables("candidate", "name and policy")
     for i, cand in enumerate(raw_candidates):
         name = get(cand, f"candidate {i + 1}", "name", str, required=True)
         policy = get(cand, f"candidate {i + 1}", "policy", str)
@@ -156,10 +160,7 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
         problems.append(Problem(src, "lists a candidate name twice"))
 
     criteria = []
-    raw_criteria = raw.get("criterion", [])
-    if not isinstance(raw_criteria, list) or not raw_criteria:
-        problems.append(Problem(src, "has no [[criterion]]", fix="add [[criterion]] with metric and rule"))
-        raw_criteria = []
+    raw_criteria = array_of_tables("criterion", "metric and rule")
     for i, crit in enumerate(raw_criteria):
         section = f"criterion {i + 1}"
         metric = get(crit, section, "metric", str, required=True)

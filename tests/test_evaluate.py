@@ -202,3 +202,13 @@ def test_actions_outside_the_catalogue_are_rejected(sim, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "bad.parquet, column 'action': 3 rows refer to actions in neither the logs nor the " \
                           "action catalogue" in err
+
+
+def test_context_patterns_never_select_the_reward(sim, tmp_path):
+    # naming the reward as context would leak the logged outcome into the reward model (R^2 near 1)
+    out, _ = sim
+    result = tmp_path / "r.json"
+    assert _evaluate(out, "--reward", "watch_seconds", "--estimators", "dr", "--context", "x_*,watch_seconds",
+                     "--out", str(result), policies=("better",)) == 0
+    quality = json.loads(result.read_text())["policies"]["better"]["diagnostics"]["reward_model"]
+    assert quality["r2"] < 0.5
