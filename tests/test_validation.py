@@ -195,7 +195,9 @@ def apply_log_plan(frame: pd.DataFrame, plan, path: str) -> list[Expect]:
             pos = base["position"] if "position" in base else pd.Series(0, index=base.index)
             ids = frame["decision_id"].copy()
             for r in rows:
-                others = [j for j in range(len(base)) if j != r and pos.iloc[j] == pos.iloc[r]]
+                # an unchosen row's id, when there is one: two chosen rows must not merely swap ids
+                others = [j for j in range(len(base)) if j not in rows and pos.iloc[j] == pos.iloc[r]] \
+                    or [j for j in range(len(base)) if j != r and pos.iloc[j] == pos.iloc[r]]
                 ids.iloc[r] = base["decision_id"].iloc[others[0]]
             frame["decision_id"] = ids
             continue
