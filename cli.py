@@ -106,13 +106,17 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
                          seed, named_rewards=None, progress=lambda *_: None, actions=None):
     """Load logs, policies and predictions through the datasets layer (one validation for all)."""
     from datasets import InputError, Problem, compact_policy, load_catalogue, load_logs, load_policy, load_q_hat
-    from datasets.feedback import compact_columns
+    from datasets.feedback import compact_columns, load_joins_in_background
     from datasets.loading import column_names, open_dataset
 
     progress("reading logs")
     available = column_names(open_dataset(logs_path))
     rewards = _rewards(rewards_args, available, named_rewards, source=str(logs_path))
     policies_spec = [_named_path(p, "--policy") for p in policy_args]
+    q_hat_spec = [(m if eq else rewards[0].name, p if eq else m) for m, eq, p in
+                  (item.partition("=") for item in q_hat_args or [])]
+    if any(p is not None for _, p in policies_spec) or q_hat_spec:
+        load_joins_in_background()
     names = [n for n, _ in policies_spec]
     if len(set(names)) != len(names):
         raise InputError(Problem("--policy", "a policy name is given twice"))
@@ -140,12 +144,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
             problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
-    q_hat = {}
-    for item in q_hat_args or []:
-        metric, eq, path = item.partition("=")
-        if not eq:
-            metric, path = rewards[0].name, item
-        q_hat[metric] = load_q_hat(Path(path), logs)
+    q_hat = {metric: load_q_hat(Path(path), logs) for metric, path in q_hat_spec}
     return logs, policies, rewards, q_hat, dict(policies_spec)
 
 
@@ -191,7 +190,7 @@ def cmd_validate(args) -> int:
     logs, policies, rewards, _, _ = _load_for_evaluation(args.logs, args.policy or [], args.reward, args.q_hat,
                                                          args.context, False, 0, actions=args.actions)
     _say(args, f"OK {args.logs}: {logs.n:,} rows, {len(logs.actions):,} actions, "
-               f"rewards {', '.join(r.name for r in rewards)}, {logs.context.shape[1]} context columns")
+               f"rewards {', '.join(r.name for r in rewards)}, {logs.n_context_columns} context columns")
     for name, p in policies.items():
         _say(args, f"OK policy {name} ({p.source}): covers every decision, probabilities sum to 1")
         unlogged = int(np.count_nonzero(p.action_code >= len(logs.actions)))
@@ -227,6 +226,7 @@ def _evaluation_config(args):
 
 
 def cmd_evaluate(args) -> int:
+    from datasets.io import prefetch_fingerprints
     from ope import evaluate
     from reports.terminal import evaluation_table
 
@@ -236,6 +236,8 @@ def cmd_evaluate(args) -> int:
     logs, policies, rewards, q_hat, paths = _load_for_evaluation(
         args.logs, args.policy, args.reward, args.q_hat, args.context, args.estimate_propensities, args.seed,
         progress=progress, actions=args.actions)
+    # hashed while the estimators run on one core (reading the inputs uses both)
+    prefetch_fingerprints(args.logs, args.actions, *(p.split("=", 1)[-1] for p in [*args.policy, *(args.q_hat or [])]))
     result = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
     result.provenance = _provenance({"logs": Path(args.logs), "policies": {n: p for n, p in paths.items() if p},
                                      "q_hat": {m: Path(p.source) for m, p in q_hat.items()} or None,

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from . import validation as v
 from .errors import InputError, Problem
-from .loading import column_names, open_dataset, read_table
+from .loading import column_names, missing_columns, open_dataset, read_table
 from .rewards import RewardSpec
 from .schema import COMPACT_PI_PREFIX, COMPACT_QPI_PREFIX, LogSchema, PolicySchema, QHatSchema
 
@@ -36,9 +36,11 @@ class LoggedData:
     decision_ids: np.ndarray | None = None    # decision_ids[code] is the original id
     position: np.ndarray | None = None        # int64, None when the logs have no position column
     timestamp: np.ndarray | None = None       # datetime64[us] (UTC) or None
-    context: pd.DataFrame = field(default_factory=pd.DataFrame)   # reward-model / causal features
+    #: reward-model / causal features as read (`context` is their DataFrame, made on first use: pandas
+    #: is not imported by an evaluation that needs no model)
+    context_table: pa.Table | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)    # compact-form pi_/qpi_/q_hat, category columns
-    action_features: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per action code (a_* columns)
+    action_features: "pd.DataFrame | None" = None  # noqa: F821 - one row per action code (a_* columns)
     propensity_source: str = "logged"
     #: actions that policies or predictions name but the logs never show (codes len(actions) + i)
     unlogged_actions: list = field(default_factory=list)
@@ -48,6 +50,17 @@ class LoggedData:
     @property
     def n(self) -> int:
         return len(self.propensity)
+
+    @property
+    def n_context_columns(self) -> int:
+        return 0 if self.context_table is None else self.context_table.num_columns
+
+    @functools.cached_property
+    def context(self) -> "pd.DataFrame":  # noqa: F821
+        import pandas as pd
+        if self.n_context_columns == 0:
+            return pd.DataFrame(index=range(self.n))
+        return self.context_table.to_pandas()
 
     @property
     def n_action_codes(self) -> int:
@@ -73,7 +86,10 @@ class LoggedData:
         missing &= ~unknown
         if not np.any(missing):
             return codes, problems
-        new = [a for a in pd.unique(values[missing]) if a not in set(self.unlogged_actions)]
+        seen = values[missing]
+        _, first = np.unique(seen, return_index=True)
+        known_before = set(self.unlogged_actions)
+        new = [a for a in seen[np.sort(first)] if a not in known_before]  # in order of appearance
         self.unlogged_actions.extend(new)
         known = np.asarray(self.unlogged_actions, dtype=values.dtype)
         order = np.argsort(known, kind="stable")
@@ -115,15 +131,29 @@ def _dense_int_range(values: np.ndarray, size: int) -> tuple[int, int] | None:
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes 0..k-1 of `values` and the sorted distinct values (uniques[code] == value)."""
+    if np.issubdtype(values.dtype, np.integer) and values.size > 1 and bool(np.all(values[1:] > values[:-1])):
+        return np.arange(len(values), dtype=np.int64), values  # ids written in ascending order (the usual export)
     dense = _dense_int_range(values, len(values))
     if dense is not None:  # O(n) by direct addressing instead of hashing
         low, high = dense
         present = np.zeros(high - low + 1, dtype=bool)
         present[values - low] = True
-        code_of = np.cumsum(present) - 1
-        return code_of[values - low].astype(np.int64), np.flatnonzero(present).astype(values.dtype) + low
+        uniques = np.flatnonzero(present).astype(values.dtype) + low
+        return _offsets_if_complete(values, low, high, len(uniques), uniques), uniques
+    import pandas as pd  # hashing beats sorting for strings and sparse ids
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), np.asarray(uniques)
+
+
+def _offsets_if_complete(values: np.ndarray, low: int, high: int, n_distinct: int, uniques: np.ndarray) -> np.ndarray:
+    """Codes of integer `values` within [low, high], `uniques` the sorted distinct values that occur.
+    When every integer of the range occurs, a code is the value's offset from `low` (the values
+    themselves for ids from 0: no copy at all); otherwise through a table of the occurring values."""
+    if high - low + 1 == n_distinct:
+        return values.astype(np.int64, copy=False) if low == 0 else np.subtract(values, low, dtype=np.int64)
+    code_of = np.full(high - low + 1, -1, dtype=np.int64)
+    code_of[uniques - low] = np.arange(len(uniques))
+    return code_of[values - low]
 
 
 def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -133,6 +163,8 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
     dense = _dense_int_range(uniques, len(uniques))
     if dense is not None and np.issubdtype(values.dtype, np.integer):
         low, high = dense
+        if values.size and low <= values.min() and values.max() <= high:
+            return _offsets_if_complete(values, low, high, len(uniques), uniques)
         # padded table: slot 0 and the last slot answer -1 for values below and above the range
         code_of = np.full(high - low + 3, -1, dtype=np.int64)
         code_of[uniques - low + 1] = np.arange(len(uniques))
@@ -150,6 +182,9 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    numbers = _fixed_width_numbers(column)
+    if numbers is not None:
+        return numbers
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if pa.types.is_boolean(column.type):
@@ -157,6 +192,22 @@ def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_large_string(column.type):
         column = column.cast(pa.string())
     return column.to_numpy(zero_copy_only=False)
+
+
+def _fixed_width_numbers(column: pa.ChunkedArray) -> np.ndarray | None:
+    """Integers or floats without nulls as NumPy, straight from the Arrow buffers (a view of a
+    single chunk; several are concatenated). None for other columns. pyarrow's own to_numpy would
+    import pandas, half a second of an evaluation that never uses it."""
+    type_ = column.type
+    if column.null_count or not (pa.types.is_integer(type_) or pa.types.is_floating(type_)):
+        return None
+    kind = "f" if pa.types.is_floating(type_) else ("i" if pa.types.is_signed_integer(type_) else "u")
+    dtype = np.dtype(f"{kind}{type_.bit_width // 8}")
+    parts = [np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+             for chunk in column.chunks if len(chunk)]
+    if not parts:
+        return np.empty(0, dtype=dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _float(column: pa.ChunkedArray) -> np.ndarray:
@@ -240,7 +291,7 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         if not has_position or position is not None:  # an unreadable position cannot tell rows apart
             slot = 0 if position is None else position - min(int(position.min()), 0)
             n_pos = 1 if position is None else int(slot.max()) + 1
-            key = decision_code * n_pos + slot
+            key = decision_code if position is None else decision_code * n_pos + slot
             what = "decision id and position" if position is not None else "decision id"
             problems += v.check_unique_rows(key, source, schema.decision_id, what)
     if problems:
@@ -252,12 +303,12 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
     if schema.timestamp in table.column_names:
         ts = table.column(schema.timestamp)
         timestamp = ts.cast(pa.timestamp("us", tz=ts.type.tz)).to_numpy(zero_copy_only=False)
-    ctx = table.select(ctx_cols).to_pandas() if ctx_cols else pd.DataFrame(index=range(table.num_rows))
     extras = {c: _float(table.column(c)) for c in [*extra, *optional_extra] if c in table.column_names}
     # stream features: the value at each action's first logged row (they describe the stream, not the row)
     act_cols = [c for c in act_cols if c in present and v._is_numeric(table.column(c).type)]
-    action_features = pd.DataFrame()
+    action_features = None
     if act_cols:
+        import pandas as pd
         first_row = np.empty(len(actions), dtype=np.int64)
         first_row[action_code[::-1]] = np.arange(len(action_code) - 1, -1, -1)  # the last write is the first row
         action_features = pd.DataFrame({c: _float(table.column(c))[first_row] for c in act_cols})
@@ -266,7 +317,7 @@ def load_logs(path: str | Path, rewards: Sequence[RewardSpec], *, schema: LogSch
         propensity=propensity if propensity is not None else np.full(table.num_rows, np.nan),
         outcomes={c: _float(table.column(c)) for c in outcome_cols},
         decision_code=decision_code, decision_ids=decision_ids, position=position, timestamp=timestamp,
-        context=ctx, extra=extras, action_features=action_features,
+        context_table=table.select(ctx_cols) if ctx_cols else None, extra=extras, action_features=action_features,
         propensity_source="logged" if propensity is not None else "missing")
 
 
@@ -315,9 +366,10 @@ def _map_rows(logs: LoggedData, decision_values: np.ndarray, position: np.ndarra
     first = logs.first_id_if_ordered
     if first is not None and (position is None or not np.any(position)) and \
             np.issubdtype(decision_values.dtype, np.integer):
-        offset = decision_values - first
+        offset = decision_values.astype(np.int64, copy=False)
+        offset = offset - first if first else offset
         if offset.size and (offset.min() < 0 or offset.max() >= logs.n):
-            offset[(offset < 0) | (offset >= logs.n)] = -1
+            offset = np.where((offset < 0) | (offset >= logs.n), -1, offset)
         return offset
     dec = _lookup(ids, decision_values)
     pos = np.zeros(len(dec), dtype=np.int64) if position is None else position
@@ -339,10 +391,20 @@ def _keyed_table(path: str | Path, logs: LoggedData, value_col: str, decision_co
     problems: list[Problem] = []
     table = read_table(source, [decision_col, action_col, value_col], optional=[position_col], dataset=dataset,
                        problems=problems)
-    present = set(table.column_names)
     problems += v.check_not_empty(table, source)
     if table.num_rows == 0:
         raise InputError(problems)
+    row, action_code, values, found = _map_keyed(table, source, logs, value_col, decision_col, action_col,
+                                                 position_col, zero_allowed=zero_allowed, probability=probability)
+    return row, action_code, values, problems + found
+
+
+def _map_keyed(table: pa.Table, source: str, logs: LoggedData, value_col: str, decision_col: str, action_col: str,
+               position_col: str, *, zero_allowed: bool, probability: bool):
+    """Validate a keyed table (a whole file, or one batch of it) and map its rows onto the logs:
+    (log row, action code, value, problems), rows of decisions the logs do not have dropped."""
+    problems: list[Problem] = []
+    present = set(table.column_names)
     # each column is checked on its own, and what its problems leave checkable still is: the user sees
     # every problem of the file at once. None marks what could not be read.
     found: dict[str, list[Problem]] = {}
@@ -401,14 +463,17 @@ def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySch
     """Read a long-format policy, validate it against the logs (coverage, sum to one, known actions)."""
     row, action_code, prob, problems = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
                                                     schema.position, zero_allowed=True, probability=True)
-    if row is not None:  # without readable probabilities, coverage is still checked
-        covered = np.bincount(row, minlength=logs.n) > 0
-        sums = np.bincount(row, weights=prob, minlength=logs.n) if prob is not None else np.ones(logs.n)
-        problems += v.check_sum_to_one(sums, covered, str(path), schema.prob)
+    pi_logged = None
+    if row is not None and prob is not None:
+        _joins = _joins_module()
+        total, covered, pi_logged = np.zeros(logs.n), np.zeros(logs.n, dtype=bool), np.zeros(logs.n)
+        actions = action_code if action_code is not None else np.full(len(row), -1, dtype=np.int64)
+        _joins.policy_sums(row, actions, prob, logs.action_code, total, covered, pi_logged)
+        problems += v.check_sum_to_one(total, covered, str(path), schema.prob)
+    elif row is not None:  # without readable probabilities, coverage is still checked
+        problems += v.check_sum_to_one(np.ones(logs.n), np.bincount(row, minlength=logs.n) > 0, str(path), schema.prob)
     if problems:
         raise InputError(problems)
-    match = action_code == logs.action_code[row]
-    pi_logged = np.bincount(row[match], weights=prob[match], minlength=logs.n)
     return PolicyTable(name=name, source=str(path), row=row, action_code=action_code, prob=prob, pi_logged=pi_logged)
 
 
@@ -431,43 +496,142 @@ def logging_policy(logs: LoggedData) -> PolicyTable:
     """The built-in `logging` policy: it took the logged action, so its weight is 1 on every row."""
     rows = np.arange(logs.n, dtype=np.int64)
     return PolicyTable(name="logging", source="(logged actions)", row=rows, action_code=logs.action_code,
-                       prob=np.ones(logs.n), pi_logged=logs.propensity.copy())
-
-
-_CODE_BITS = 31  # key = row * 2^31 + action code: stable while new action codes are added
+                       prob=np.ones(logs.n), pi_logged=logs.propensity)
 
 
 @dataclass
 class RewardPredictions:
-    """User-supplied q-hat: q_logged[i] for the logged action, and a lookup for any (row, action)."""
+    """User-supplied q-hat per log row, in CSR form: row r's predictions are the actions
+    `action_code[start[r]:start[r + 1]]` (ascending) with the matching `values`."""
 
     source: str
-    keys: np.ndarray    # sorted int64 key row * 2^31 + action_code
-    values: np.ndarray
+    start: np.ndarray        # int64, n + 1 offsets
+    action_code: np.ndarray  # int64
+    values: np.ndarray       # float64
 
-    def lookup(self, row: np.ndarray, action_code: np.ndarray, what: str) -> np.ndarray:
-        key = (row << _CODE_BITS) + action_code
-        idx = np.minimum(np.searchsorted(self.keys, key), max(self.keys.size - 1, 0))
-        found = self.keys[idx] == key if self.keys.size else np.zeros(len(key), bool)
-        missing = int(np.count_nonzero(~found))
+    def _check(self, missing: int, what: str) -> None:
         if missing:
             raise InputError(Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
                                      column="q_hat", rows=missing,
                                      fix="predict q_hat for every action an evaluated policy gives positive probability, and the logged action"))
-        return self.values[idx]
+
+    def lookup(self, row: np.ndarray, action_code: np.ndarray, what: str) -> np.ndarray:
+        """The prediction of each (row, action) pair; every pair must have one."""
+        _joins = _joins_module()
+        out = np.empty(len(row))
+        self._check(_joins.lookup(self.start, self.action_code, self.values, _int64(row), _int64(action_code), out), what)
+        return out
+
+    def expected(self, policy: PolicyTable, n: int, what: str) -> np.ndarray:
+        """sum_a pi(a|x) q_hat(x, a) per log row, without a per-policy-row array of predictions."""
+        _joins = _joins_module()
+        out = np.zeros(n)
+        self._check(_joins.expected(self.start, self.action_code, self.values, _int64(policy.row),
+                                    _int64(policy.action_code), np.ascontiguousarray(policy.prob, dtype=np.float64),
+                                    out), what)
+        return out
+
+
+def _int64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+#: rows per batch when predictions are read in one pass over the file
+_BATCH_ROWS = 1 << 20
 
 
 def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
                schema: QHatSchema = QHatSchema()) -> RewardPredictions:
+    """Read predictions of (decision, action) pairs into per-log-row CSR form. A file in decision
+    order (the usual export) is read in one pass over its row groups, keeping only the action codes
+    and values; any other file, and any file with a problem to report, is read whole."""
+    predictions = _q_hat_in_one_pass(path, logs, column, schema)
+    if predictions is not None:
+        return predictions
+    _joins = _joins_module()
     row, action_code, values, problems = _keyed_table(path, logs, column, schema.decision_id, schema.action,
                                                       schema.position, zero_allowed=True, probability=False)
     if problems:
         raise InputError(problems)
-    key = (row << _CODE_BITS) + action_code
-    if key.size > 1 and np.all(key[1:] >= key[:-1]):  # files written in decision order need no sort
-        return RewardPredictions(source=str(path), keys=key, values=values)
-    order = np.argsort(key, kind="stable")
-    return RewardPredictions(source=str(path), keys=key[order], values=values[order])
+    row, action_code = _int64(row), _int64(action_code)
+    counts = np.zeros(logs.n + 1, dtype=np.int64)
+    if not _joins.count_in_order(row, action_code, -1, -1, counts):
+        order = np.lexsort((action_code, row))
+        row, action_code, values = row[order], action_code[order], values[order]
+        counts[:] = 0
+        if not _joins.count_in_order(row, action_code, -1, -1, counts):  # sorted, so only a repeated pair
+            twice = (row[1:] == row[:-1]) & (action_code[1:] == action_code[:-1])
+            repeated = np.zeros(len(row), dtype=bool)
+            repeated[1:] |= twice
+            repeated[:-1] |= twice
+            raise InputError(Problem(str(path), "predict a (decision, action) pair that another row also predicts",
+                                     column=column, rows=int(np.count_nonzero(repeated)),
+                                     fix="keep one prediction per decision and action"))
+    return RewardPredictions(source=str(path), start=np.cumsum(counts), action_code=action_code, values=values)
+
+
+def _q_hat_in_one_pass(path: str | Path, logs: LoggedData, column: str, schema: QHatSchema) -> RewardPredictions | None:
+    """The predictions of a file in (decision, action) order whose decisions map onto the logs by
+    offset, batch by batch: neither the whole Arrow table nor a per-prediction row array is ever
+    held. None when the file is not such a file or a batch has a problem to report (the whole-file
+    path then reads it and reports every problem at once)."""
+    if logs.decision_ids is None or logs.first_id_if_ordered is None:
+        return None
+    dataset = open_dataset(path)
+    wanted = [schema.decision_id, schema.action, column]
+    if missing_columns(path, dataset, wanted) or schema.position in dataset.schema.names:
+        return None
+    total = dataset.count_rows()
+    if total == 0:
+        return None
+    _joins = _joins_module()
+    codes, values = np.empty(total, dtype=np.int64), np.empty(total)
+    counts = np.zeros(logs.n + 1, dtype=np.int64)
+    filled, last_row, last_code = 0, -1, -1
+    try:
+        for batch in dataset.to_batches(columns=wanted, batch_size=_BATCH_ROWS):
+            row, code, value, problems = _map_keyed(pa.Table.from_batches([batch]), str(path), logs, column,
+                                                    schema.decision_id, schema.action, schema.position,
+                                                    zero_allowed=True, probability=False)
+            if problems:
+                return None
+            row, code = _int64(row), _int64(code)
+            if not _joins.count_in_order(row, code, last_row, last_code, counts):
+                return None
+            codes[filled:filled + row.size], values[filled:filled + row.size] = code, value
+            filled += row.size
+            if row.size:
+                last_row, last_code = int(row[-1]), int(code[-1])
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError):
+        return None  # an unreadable file: reported by the whole-file path
+    return RewardPredictions(source=str(path), start=np.cumsum(counts), action_code=codes[:filled],
+                             values=values[:filled])
+
+
+_JOINS_LOADING: Future | None = None
+
+
+def load_joins_in_background() -> None:
+    """Start importing Numba and loading the compiled joins (about a second in a new process) in a
+    background thread, so that it overlaps reading the logs; `_joins_module` waits for it."""
+    global _JOINS_LOADING
+    if _JOINS_LOADING is None:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-joins")
+        _JOINS_LOADING = pool.submit(_warm_joins)
+        pool.shutdown(wait=False)
+
+
+def _warm_joins() -> None:
+    from . import _joins
+    one = np.zeros(1, dtype=np.int64)
+    _joins.policy_sums(one, one, np.zeros(1), one, np.zeros(1), np.zeros(1, dtype=bool), np.zeros(1))
+
+
+def _joins_module():
+    if _JOINS_LOADING is not None:
+        _JOINS_LOADING.result()
+    from . import _joins
+    return _joins
 
 
 def compact_columns(names: Sequence[str]) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,35 @@ def write_json(path: str | os.PathLike, document: Any, protected: frozenset[Path
     return write_atomic(path, dumps_json(document), protected)
 
 
+_PREFETCHED: dict[tuple, Future] = {}
+
+
+def _identity(path: Path) -> tuple:
+    """A file as it is now: a hash started before the file changed is not reused."""
+    stat = path.stat()
+    return path.resolve(), stat.st_mtime_ns, stat.st_size
+
+
+def prefetch_fingerprints(*paths: str | os.PathLike | None) -> None:
+    """Start hashing these inputs in a background thread (hashlib and file reads release the GIL,
+    so the hashing overlaps the evaluation); `fingerprint` then waits for the result."""
+    wanted = [Path(p) for p in paths if p is not None and Path(p).is_file()]
+    wanted = [p for p in wanted if _identity(p) not in _PREFETCHED]
+    if not wanted:
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-fingerprint")
+    for path in wanted:
+        _PREFETCHED[_identity(path)] = pool.submit(_sha256, path)
+    pool.shutdown(wait=False)
+
+
 def fingerprint(path: str | os.PathLike) -> str:
     """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
+    pending = _PREFETCHED.pop(_identity(Path(path)), None)
+    return pending.result() if pending is not None else _sha256(Path(path))
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:

@@ -5,6 +5,8 @@ problem of a file at once. Loaders call these and raise one `InputError` holding
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +60,9 @@ def check_numeric(table: pa.Table, source: str, column: str, what: str, *, allow
     if col.null_count and not allow_null:
         problems.append(Problem(source, f"have no {what} (null)", column=column, rows=col.null_count,
                                 fix=f"drop those rows or fill {column}"))
-    if pa.types.is_floating(col.type):
+    total = pc.sum(col).as_py() if pa.types.is_floating(col.type) else None
+    # a finite sum has no NaN and no infinity to count (one pass, no temporary): the usual case
+    if total is not None and not math.isfinite(total):
         n_nan = pc.sum(pc.is_nan(col)).as_py() or 0
         if n_nan:
             problems.append(Problem(source, f"have {what} NaN", column=column, rows=n_nan,
@@ -87,6 +91,10 @@ def check_position(table: pa.Table, source: str, column: str) -> list[Problem]:
 
 def check_probability(values: np.ndarray, source: str, column: str, *, zero_allowed: bool) -> list[Problem]:
     """Probabilities in (0, 1] (propensities) or [0, 1] (policy probabilities). NaN checked separately."""
+    if values.size:
+        low, high = float(np.min(values)), float(np.max(values))  # two passes, no temporaries: the usual case
+        if (low >= 0 if zero_allowed else low > 0) and high <= 1:
+            return []
     finite = np.isfinite(values)
     low = (values < 0) if zero_allowed else (values <= 0)
     n_low = int(np.count_nonzero(low & finite))
@@ -106,7 +114,7 @@ def check_probability(values: np.ndarray, source: str, column: str, *, zero_allo
 
 def check_unique_rows(keys: np.ndarray, source: str, column: str, what: str) -> list[Problem]:
     """`keys` are integer codes of the row identity; report how many rows repeat one."""
-    if keys.size == 0:
+    if keys.size == 0 or bool(np.all(keys[1:] > keys[:-1])):  # ascending keys (the usual export) cannot repeat
         return []
     counts = np.bincount(keys)
     n_dup = int(counts[counts > 1].sum())
@@ -124,7 +132,9 @@ def check_sum_to_one(sums: np.ndarray, covered: np.ndarray, source: str, column:
         problems.append(Problem(source, "of the logs have no row in this policy", column="decision_id",
                                 rows=n_uncovered,
                                 fix="list the candidate's probabilities for every logged decision (unlisted actions mean probability 0)"))
-    bad = covered & (np.abs(sums - 1.0) > SUM_TO_ONE_TOL)
+    deviation = sums - 1.0
+    bad = np.abs(deviation, out=deviation) > SUM_TO_ONE_TOL
+    bad &= covered
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         worst = float(sums[bad][np.argmax(np.abs(sums[bad] - 1.0))])

@@ -20,33 +20,45 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     significantly above 1 can only mean wrong propensities.
     """
     n = len(weight)
-    total, total_sq = float(np.sum(weight)), float(np.sum(weight * weight))
+    total, total_sq = float(np.sum(weight)), float(np.dot(weight, weight))
     mean = total / n
-    se = float(np.std(weight, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    # from the two sums, not np.std: no full-size temporaries (weights are O(1), so no cancellation to fear)
+    se = math.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1) / n) if n > 1 else math.nan
     # Bounds at 3 standard errors (one-sided 99.9%): the mean of heavy weights is noisy and skewed,
     # and a gate that holds a candidate back on its lower bound must rarely do so on noise alone
     margin = UNSUPPORTED_Z * (se if math.isfinite(se) else 0.0)
     unsupported = min(1.0, max(0.0, 1.0 - mean))
     unsupported_lower = min(1.0, max(0.0, 1.0 - mean - margin))
     unsupported_upper = min(1.0, max(0.0, 1.0 - mean + margin))
-    qs = np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
-    positive = weight[weight > 0]
     top = float(weight.max()) if n else 0.0
+    constant = n and top == float(weight.min())  # the logging policy's weights are all 1: nothing to sort
+    qs = [top] * 3 if constant else np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
+    n_positive = int(np.count_nonzero(weight > 0))
     edges = _edges(top)
-    counts, _ = np.histogram(np.minimum(weight, edges[-1]), bins=edges)
+    counts = _histogram(weight, edges)
     return {
         "n": n,
         "ess": total * total / total_sq if total_sq > 0 else 0.0,
         "max_weight": top,
         "mean_weight": mean,
         "mean_weight_se": se,
-        "zero_weight_fraction": 1.0 - len(positive) / n if n else math.nan,
+        "zero_weight_fraction": 1.0 - n_positive / n if n else math.nan,
         "unsupported_mass": unsupported,
         "unsupported_mass_lower": unsupported_lower,
         "unsupported_mass_upper": unsupported_upper,
         "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
         "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }
+
+
+def _histogram(weight: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """np.histogram's counts (bins [e_i, e_i+1), the last one closed; weights above the last edge
+    in the last bin) by one binary search per weight in the few edges: np.histogram sorts the data
+    when the bins are not uniform."""
+    bins = len(edges) - 1
+    index = np.searchsorted(edges, weight, side="right") - 1
+    np.clip(index, 0, bins - 1, out=index)
+    return np.bincount(index, minlength=bins)
 
 
 def _edges(top: float) -> np.ndarray:

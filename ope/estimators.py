@@ -11,6 +11,7 @@ action a, r its reward, q = q_hat(x, a), q_pi = sum_a' pi_e(a'|x) q_hat(x, a').
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -33,10 +34,24 @@ class RowInputs:
     alpha: float = 0.05
     reward_range: tuple[float, float] | None = None   # known a priori: gives the terms' range (bernstein)
     max_weight: float | None = None                    # a bound on w known a priori
+    unit_weight: bool = False                          # w is 1 on every row (the logging policy itself)
 
     @property
     def n(self) -> int:
         return len(self.reward)
+
+    @functools.cached_property
+    def weighted_reward(self) -> np.ndarray:
+        """w r, shared by the estimators that use it (one array, one column of the covariance)."""
+        return self.reward if self.unit_weight else self.weight * self.reward
+
+    @functools.cached_property
+    def weighted_residual(self) -> np.ndarray:
+        """w (r - q), shared by dr and sndr."""
+        residual = self.reward - self.q_logged
+        if not self.unit_weight:
+            residual *= self.weight
+        return residual
 
 
 @dataclass
@@ -54,6 +69,12 @@ class Terms:
 
     def value(self) -> float:
         """NaN when the denominator is 0 (e.g. snips when no logged action has a positive weight)."""
+        cached = self.__dict__.get("_value")
+        if cached is None:
+            cached = self.__dict__["_value"] = self._value()
+        return cached
+
+    def _value(self) -> float:
         denominator = float(np.sum(self.norm)) if self.norm is not None else float(self.n)
         total = float(np.sum(self.weighted)) / denominator if denominator != 0 else math.nan
         if self.direct is not None:
@@ -123,14 +144,14 @@ def _dr_bounds(x: RowInputs, weight_cap: float = math.inf) -> tuple[float, float
 def ips(x: RowInputs, clip: float = math.inf) -> Terms:
     """Inverse propensity scoring, mean(min(w, clip) r) (Horvitz & Thompson 1952; clipped form:
     Ionides 2008, Strehl et al. 2010). Unbiased when clip is infinite and pi_0 covers pi_e."""
-    w = np.minimum(x.weight, clip) if math.isfinite(clip) else x.weight
-    return Terms(weighted=w * x.reward, bounds=_weighted_reward_bounds(x, clip))
+    weighted = np.minimum(x.weight, clip) * x.reward if math.isfinite(clip) else x.weighted_reward
+    return Terms(weighted=weighted, bounds=_weighted_reward_bounds(x, clip))
 
 
 def snips(x: RowInputs) -> Terms:
     """Self-normalised IPS, sum(w r) / sum(w) (Swaminathan & Joachims 2015, eq. 5; Hesterberg 1995).
     Stays within the observed reward range; consistent, bias O(1/n)."""
-    return Terms(weighted=x.weight * x.reward, norm=x.weight)
+    return Terms(weighted=x.weighted_reward, norm=x.weight)
 
 
 def dm(x: RowInputs) -> Terms:
@@ -142,14 +163,14 @@ def dm(x: RowInputs) -> Terms:
 def dr(x: RowInputs) -> Terms:
     """Doubly robust, mean(q_pi + w (r - q)) (Dudik, Langford & Li 2011, eq. 3). Unbiased if either
     the propensities or the reward model are correct."""
-    q, q_pi = _need_model(x, "dr")
-    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi, bounds=_dr_bounds(x))
+    _, q_pi = _need_model(x, "dr")
+    return Terms(weighted=x.weighted_residual, direct=q_pi, bounds=_dr_bounds(x))
 
 
 def sndr(x: RowInputs) -> Terms:
     """Self-normalised DR, mean(q_pi) + sum(w (r - q)) / sum(w) (DESIGN section 3; Kallus & Uehara 2019)."""
-    q, q_pi = _need_model(x, "sndr")
-    return Terms(weighted=x.weight * (x.reward - q), direct=q_pi, norm=x.weight)
+    _, q_pi = _need_model(x, "sndr")
+    return Terms(weighted=x.weighted_residual, direct=q_pi, norm=x.weight)
 
 
 def switch_dr(x: RowInputs, tau: float = 10.0) -> Terms:

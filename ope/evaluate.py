@@ -5,6 +5,7 @@ Input: validated arrays from `datasets` (logs, joined policies, optional q-hat);
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,6 @@ from datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
 from . import inference
 from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
-from .reward_model import fit_reward_model
 
 SCHEMA = "livegate.evaluation/1"
 
@@ -157,12 +157,12 @@ def _data_summary(logs: LoggedData, rewards: Mapping[str, np.ndarray]) -> dict:
 def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], reward: np.ndarray,
                        q_hat: RewardPredictions | None, cfg: EvaluationConfig):
     """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns or a cross-fitted model."""
-    long_form = {name: p for name, p in policies.items() if not p.compact}
+    # the logging policy's model term is the prediction at the logged action, q_logged
+    long_form = {name: p for name, p in policies.items() if not p.compact and name != LOGGING_POLICY}
     if q_hat is not None or "q_hat" in logs.extra:
         if q_hat is not None:
             q_logged = q_hat.lookup(np.arange(logs.n), logs.action_code, "the logged action")
-            q_pi = {name: p.expected(q_hat.lookup(p.row, p.action_code, f"policy '{name}'"), logs.n)
-                    for name, p in long_form.items()}
+            q_pi = {name: q_hat.expected(p, logs.n, f"policy '{name}'") for name, p in long_form.items()}
         else:
             q_logged = logs.extra["q_hat"]
             q_pi = {}
@@ -173,8 +173,9 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
                     q_pi[name] = logs.extra[column]
         q_pi[LOGGING_POLICY] = q_logged
         return q_logged, q_pi, None
-    if logs.context.shape[1] == 0:
+    if logs.n_context_columns == 0:
         return None, {}, None
+    from .reward_model import fit_reward_model  # scikit-learn is imported only when a model is fitted
     fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward,
                            {name: (p.row, p.action_code) for name, p in long_form.items()},
                            groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed,
@@ -200,13 +201,14 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     if config.baseline not in all_policies:
         raise InputError(Problem("--baseline", f"'{config.baseline}' is not among the policies",
                                  fix=f"choose one of {', '.join(all_policies)}"))
-    if any(s.needs_model for s in specs) and logs.context.shape[1] == 0 and not q_hat and "q_hat" not in logs.extra:
+    if any(s.needs_model for s in specs) and logs.n_context_columns == 0 and not q_hat and "q_hat" not in logs.extra:
         raise InputError(Problem(logs.source, "has no context columns for the reward model that "
                                  f"{', '.join(s.identifier for s in specs if s.needs_model)} need",
                                  fix="add x_* columns, pass --context, or give --q-hat"))
 
-    weights = {name: p.pi_logged / logs.propensity for name, p in all_policies.items()}
-    weights[LOGGING_POLICY] = np.ones(logs.n)  # exactly 1: the logging policy took the logged action
+    # exactly 1 for the logging policy: it took the logged action
+    weights = {name: np.ones(logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
+               for name, p in all_policies.items()}
     category_weights = {name: _category_weights(logs, p, config) for name, p in all_policies.items()} \
         if any(s.needs_categories for s in specs) else {}
     diagnostics = {}
@@ -250,7 +252,8 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                                q_pi=None if q_pi is None else q_pi.get(name),
                                category_weight=category_weights.get(name), alpha=config.alpha,
                                reward_range=reward_range,
-                               max_weight=1.0 if name == LOGGING_POLICY else max_weight)
+                               max_weight=1.0 if name == LOGGING_POLICY else max_weight,
+                               unit_weight=name == LOGGING_POLICY)
             terms[name] = {}
             for s in specs:
                 if s.needs_model and inputs.q_pi is None:
@@ -290,23 +293,33 @@ class IntervalEngine:
     def __init__(self, terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig):
         self.terms, self.cfg = terms, cfg
         self.flat = [(p, e) for p, by_est in terms.items() for e in by_est]
+        self.position = {key: i for i, key in enumerate(self.flat)}
         self.replicates = None
         if cfg.ci == "bootstrap" and self.flat:
             self.replicates = inference.bootstrap_replicates([terms[p][e] for p, e in self.flat], cfg.n_boot, cfg.seed)
+
+    @functools.cached_property
+    def covariance(self) -> inference.InfluenceCovariance:
+        """Of every (policy, estimator): normal intervals and relative differences are read off it."""
+        return inference.InfluenceCovariance([self.terms[p][e] for p, e in self.flat])
 
     def interval(self, keys: list[tuple[str, str]], coefs: list[float], alpha: float) -> inference.Interval:
         ts = [self.terms[p][e] for p, e in keys]
         if self.cfg.ci == "bootstrap":
             weights = np.zeros(len(self.flat))
             for key, c in zip(keys, coefs):
-                weights[self.flat.index(key)] += c
+                weights[self.position[key]] += c
             return inference.bootstrap_interval(self.replicates, weights, inference.contrast_value(ts, coefs), alpha)
         if self.cfg.ci == "bernstein":
             return inference.bernstein_interval(ts, coefs, alpha)
-        return inference.normal_interval(ts, coefs, alpha)
+        return self.covariance.interval([self.position[k] for k in keys], coefs, alpha)
 
     def difference(self, policy: str, baseline: str, estimator: str, alpha: float) -> inference.Interval:
         return self.interval([(policy, estimator), (baseline, estimator)], [1.0, -1.0], alpha)
+
+    def relative(self, policy: str, baseline: str, estimator: str, alpha: float) -> tuple[float, float, float]:
+        """candidate / baseline - 1 with its delta-method interval (normal whatever the ci method)."""
+        return self.covariance.relative(self.position[(policy, estimator)], self.position[(baseline, estimator)], alpha)
 
 
 def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, PolicyResult]:
@@ -315,11 +328,11 @@ def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, Polic
     out: dict[str, PolicyResult] = {}
     for name, by_est in terms.items():
         estimates, vs = {}, {}
-        for ident, t in by_est.items():
+        for ident in by_est:
             estimates[ident] = engine.interval([(name, ident)], [1.0], cfg.alpha).to_dict()
             if name != base and ident in terms[base]:
                 diff = engine.difference(name, base, ident, cfg.alpha)
-                rel, rel_low, rel_high = inference.relative_interval(t, terms[base][ident], cfg.alpha)
+                rel, rel_low, rel_high = engine.relative(name, base, ident, cfg.alpha)
                 vs[ident] = {"difference": diff.value, "se": diff.se, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
                              "ci_method": diff.method, "relative": rel, "relative_ci_low": rel_low,
                              "relative_ci_high": rel_high, "relative_ci_method": "normal"}

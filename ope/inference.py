@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
 
 from datasets.errors import InputError, Problem
 
@@ -36,26 +36,110 @@ class Interval:
 
 
 def _z(alpha: float) -> float:
-    return float(stats.norm.ppf(1.0 - alpha / 2.0))
+    return NormalDist().inv_cdf(1.0 - alpha / 2.0)
 
 
 def contrast_value(terms: Sequence[Terms], coefs: Sequence[float]) -> float:
     return float(sum(c * t.value() for t, c in zip(terms, coefs)))
 
 
-def contrast_influence(terms: Sequence[Terms], coefs: Sequence[float]) -> np.ndarray:
-    return sum(c * t.influence() for t, c in zip(terms, coefs))
+class InfluenceCovariance:
+    """The covariance matrix of several estimators' influence functions on the same rows.
+
+    Every influence function is a linear combination of the terms' distinct per-row arrays
+    (`Terms.influence`): for sum(b)/sum(c) + mean(d) it is (b - theta c) / mean(c) + d - mean(d).
+    So their covariance is A C A', with C the covariance of the distinct arrays, a mergeable
+    k x k Gram matrix accumulated over row blocks, and A the coefficients. No influence function is
+    materialised, and the delta-method standard error of any contrast sum_k c_k theta_k is the
+    quadratic form c' S c / n: estimates, paired and relative differences and the gate's re-levelled
+    tests all read the rows once."""
+
+    def __init__(self, terms: Sequence[Terms]):
+        self.values = np.array([t.value() for t in terms], dtype=np.float64)
+        columns, layout = _distinct_columns(terms)
+        self.n = n = terms[0].n if terms else 0
+        if n < 2:
+            self.cov = np.full((len(terms), len(terms)), math.nan)
+            return
+        mean, cov_columns = _column_moments(columns, n)
+        coef = np.zeros((len(terms), len(columns)))
+        for k, (weighted, direct, norm) in enumerate(layout):
+            if norm is None:
+                coef[k, weighted] += 1.0
+            elif mean[norm] == 0:
+                coef[k, :] = math.nan  # the ratio is undefined, and so is its variance
+                continue
+            else:
+                ratio = mean[weighted] / mean[norm]
+                coef[k, weighted] += 1.0 / mean[norm]
+                coef[k, norm] -= ratio / mean[norm]
+            if direct is not None:
+                coef[k, direct] += 1.0
+        self.cov = coef @ cov_columns @ coef.T
+
+    def se(self, index: Sequence[int], coefs: Sequence[float]) -> float:
+        c = np.asarray(coefs, dtype=np.float64)
+        keep = c != 0  # an undefined estimator (NaN influence) with coefficient 0 plays no part
+        idx, c = np.asarray(index)[keep], c[keep]
+        var = float(c @ self.cov[np.ix_(idx, idx)] @ c)
+        return math.sqrt(max(var, 0.0) / self.n) if math.isfinite(var) else math.nan
+
+    def interval(self, index: Sequence[int], coefs: Sequence[float], alpha: float) -> Interval:
+        """Wald interval of sum_k c_k theta_k with the delta-method standard error sd(influence) /
+        sqrt(n). For the self-normalised estimators this is the linearised (sandwich) variance."""
+        value = float(sum(c * self.values[i] for i, c in zip(index, coefs)))
+        se = self.se(index, coefs)
+        half = _z(alpha) * se
+        return Interval(value, se, value - half, value + half, "normal")
+
+    def relative(self, cand: int, base: int, alpha: float) -> tuple[float, float, float]:
+        """(theta_c / theta_b - 1) with a delta-method interval: influence (phi_c - ratio phi_b) / theta_b."""
+        theta_c, theta_b = self.values[cand], self.values[base]
+        if theta_b == 0:
+            return math.nan, math.nan, math.nan
+        ratio = float(theta_c / theta_b)
+        half = _z(alpha) * self.se([cand, base], [1.0 / theta_b, -ratio / theta_b])
+        return ratio - 1.0, ratio - 1.0 - half, ratio - 1.0 + half
+
+
+def _distinct_columns(terms: Sequence[Terms]) -> tuple[list[np.ndarray], list[tuple[int | None, ...]]]:
+    """The distinct per-row arrays of `terms` (by identity: estimators share their inputs) and, for
+    each term, the column of its weighted, direct and norm arrays (None when absent)."""
+    columns: list[np.ndarray] = []
+    index: dict[int, int] = {}
+
+    def column(a: np.ndarray | None) -> int | None:
+        if a is None:
+            return None
+        if id(a) not in index:
+            index[id(a)] = len(columns)
+            columns.append(a)
+        return index[id(a)]
+
+    return columns, [(column(t.weighted), column(t.direct), column(t.norm)) for t in terms]
+
+
+def _column_moments(columns: Sequence[np.ndarray], n: int, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Means and covariance matrix (ddof 1) of the columns, from sums and a Gram matrix accumulated
+    over row blocks through one reused buffer. Each column is shifted by the mean of its first block
+    so that the Gram matrix does not cancel catastrophically when a mean dwarfs the spread."""
+    k = len(columns)
+    shift = np.array([float(np.mean(c[:block])) for c in columns])
+    buffer = np.empty((k, min(block, n)))
+    gram, sums = np.zeros((k, k)), np.zeros(k)
+    for start in range(0, n, block):
+        rows = buffer[:, :min(block, n - start)]
+        for j, c in enumerate(columns):
+            np.subtract(c[start:start + block], shift[j], out=rows[j])
+        gram += rows @ rows.T
+        sums += rows.sum(axis=1)
+    centred = sums / n
+    return shift + centred, (gram - n * np.outer(centred, centred)) / (n - 1)
 
 
 def normal_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: float) -> Interval:
-    """Wald interval with the delta-method standard error sd(influence) / sqrt(n). For the
-    self-normalised estimators this is the linearised (sandwich) variance, not the naive one."""
-    value = contrast_value(terms, coefs)
-    phi = contrast_influence(terms, coefs)
-    n = len(phi)
-    se = float(np.std(phi, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    half = _z(alpha) * se
-    return Interval(value, se, value - half, value + half, "normal")
+    """Wald interval of one contrast of `terms` (see `InfluenceCovariance.interval`)."""
+    return InfluenceCovariance(terms).interval(range(len(terms)), coefs, alpha)
 
 
 def contrast_bounds(terms: Sequence[Terms], coefs: Sequence[float]) -> tuple[float, float] | None:
@@ -100,7 +184,7 @@ def bernstein_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: fl
 def _poisson1_table(bits: int = 16) -> np.ndarray:
     """Inverse-CDF table mapping a uniform `bits`-bit integer to a Poisson(1) count."""
     size = 1 << bits
-    cdf = np.cumsum(stats.poisson.pmf(np.arange(20), 1.0))
+    cdf = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(20)])  # Poisson(1) pmf
     u = (np.arange(size) + 0.5) / size
     return np.searchsorted(cdf, u).astype(np.uint8)
 
@@ -121,26 +205,15 @@ def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, chunk: 
 
     Vectorised: a (chunk x n) count matrix times the (n x k) matrix of distinct term arrays."""
     n = terms[0].n
-    columns: list[np.ndarray] = [np.ones(n)]
-    index: dict[int, int] = {}
-
-    def col(a: np.ndarray | None) -> int | None:
-        if a is None:
-            return None
-        if id(a) not in index:
-            index[id(a)] = len(columns)
-            columns.append(a)
-        return index[id(a)]
-
-    layout = [(col(t.weighted), col(t.direct), col(t.norm)) for t in terms]
-    matrix = np.column_stack(columns).astype(np.float64)
+    columns, layout = _distinct_columns(terms)
+    matrix = np.column_stack([*columns, np.ones(n)]).astype(np.float64)  # the last column counts rows
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, len(terms)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         counts = poisson_counts(rng, (size, n)).astype(np.float64)
         sums = counts @ matrix  # (size, k): every resample's sum of every term
-        count = sums[:, 0]
+        count = sums[:, -1]
         for j, (w, d, z) in enumerate(layout):
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = sums[:, w] / (sums[:, z] if z is not None else count)
@@ -165,12 +238,5 @@ def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: fl
 
 
 def relative_interval(cand: Terms, base: Terms, alpha: float) -> tuple[float, float, float]:
-    """(theta_c / theta_b - 1) with a delta-method interval: influence (phi_c - ratio phi_b) / theta_b."""
-    theta_c, theta_b = cand.value(), base.value()
-    if theta_b == 0:
-        return math.nan, math.nan, math.nan
-    ratio = theta_c / theta_b
-    phi = (cand.influence() - ratio * base.influence()) / theta_b
-    se = float(np.std(phi, ddof=1) / math.sqrt(len(phi)))
-    half = _z(alpha) * se
-    return ratio - 1.0, ratio - 1.0 - half, ratio - 1.0 + half
+    """(theta_c / theta_b - 1) with its delta-method interval (see `InfluenceCovariance.relative`)."""
+    return InfluenceCovariance([cand, base]).relative(0, 1, alpha)

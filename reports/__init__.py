@@ -4,9 +4,17 @@ Renderers read result documents (plain dicts loaded from JSON) and never recompu
 read a data file; writing the output is the caller's job (the CLI uses datasets.io.write_atomic).
 A document that is not a livegate result raises datasets.errors.InputError (exit code 2).
 """
-from .documents import document_kind
-from .html import render_html
-from .junit import render_junit
-from .markdown import render_markdown
+import importlib
 
-__all__ = ["document_kind", "render_html", "render_junit", "render_markdown"]
+#: renderer -> module; imported on first use, so that `livegate evaluate`, which prints only the
+#: terminal table, does not pay for Jinja2 and matplotlib (about a second at start-up)
+_RENDERERS = {"document_kind": "documents", "render_html": "html", "render_junit": "junit",
+              "render_markdown": "markdown"}
+
+__all__ = sorted(_RENDERERS)
+
+
+def __getattr__(name: str):
+    if name in _RENDERERS:
+        return getattr(importlib.import_module(f".{_RENDERERS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -551,3 +551,36 @@ def test_unsupported_mass_end_to_end(sim_files, tmp_path):
     # mean weight = 0.7 * (mean weight of better); 4 standard errors (fixed seed)
     assert d["unsupported_mass"] > 0
     assert abs(d["unsupported_mass"] - 0.3) <= 4 * d["mean_weight_se"]
+
+
+def test_influence_covariance_equals_the_covariance_of_the_influence_functions():
+    """The Gram-matrix route (no influence function materialised, rows taken in blocks) gives the
+    sample covariance of the per-row influence functions, for plain, self-normalised and direct
+    terms together, also when a mean dwarfs the spread; an undefined estimator leaves the others
+    alone."""
+    rng = np.random.default_rng(11)
+    n = 200_003  # several row blocks, the last one partial
+    w = rng.exponential(size=n) * (rng.random(n) < 0.7)
+    r = 1e6 + rng.normal(size=n)          # mean 1e6, spread 1: a naive Gram matrix would cancel
+    q = 1e6 + 0.5 * rng.normal(size=n)
+    x = RowInputs(reward=r, weight=w, q_logged=q, q_pi=q + 0.1)
+    terms = [ips(x), snips(x), dr(x), sndr(x), dm(x)]
+    cov = inference.InfluenceCovariance(terms)
+    want = np.cov(np.stack([t.influence() for t in terms]), ddof=1)
+    np.testing.assert_allclose(cov.cov, want, rtol=1e-7, atol=1e-9 * np.abs(want).max())
+    coefs = [1.0, -1.0]
+    se = cov.se([2, 0], coefs)
+    assert se == pytest.approx(np.std(terms[2].influence() - terms[0].influence(), ddof=1) / math.sqrt(n), rel=1e-7)
+    undefined = snips(RowInputs(reward=r, weight=np.zeros(n)))
+    both = inference.InfluenceCovariance([ips(x), undefined])
+    assert math.isnan(both.se([1], [1.0])) and both.se([0], [1.0]) == pytest.approx(cov.se([0], [1.0]), rel=1e-12)
+
+
+def test_weight_histogram_counts_as_numpy_histogram():
+    from ope.diagnostics import _edges, _histogram
+    rng = np.random.default_rng(2)
+    for top in (1.0, 7.5, 20.0, 21.0, 950.0):
+        w = np.concatenate([rng.exponential(top / 3, 20_000).clip(0, top), [0.0, top, 1.0, 2.0]])
+        edges = _edges(float(w.max()))
+        np.testing.assert_array_equal(_histogram(w, edges), np.histogram(np.minimum(w, edges[-1]), bins=edges)[0])
+        np.testing.assert_array_equal(_histogram(edges, edges), np.histogram(edges, bins=edges)[0])

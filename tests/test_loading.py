@@ -305,3 +305,111 @@ def test_q_hat_lookup_of_an_unpredicted_pair_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as exc:
         q.lookup(np.arange(3), logs.action_code, "dr")
     assert exc.value.problems[0].rows == 1 and str(tmp_path / "q.parquet") in str(exc.value)
+
+
+def _q_hat_frame(logs_df: pd.DataFrame, n_actions: int, seed: int) -> pd.DataFrame:
+    """Predictions for the logged action and a random few others per decision, in decision order."""
+    rng = np.random.default_rng(seed)
+    extra = pd.DataFrame({"decision_id": np.repeat(logs_df["decision_id"].to_numpy(), 3),
+                          "action": rng.integers(0, n_actions, 3 * len(logs_df))})
+    pairs = pd.concat([logs_df[["decision_id", "action"]], extra]).drop_duplicates()
+    pairs = pairs.sort_values(["decision_id", "action"]).reset_index(drop=True)
+    pairs["q_hat"] = rng.normal(size=len(pairs))
+    return pairs
+
+
+def test_q_hat_in_decision_order_and_shuffled_give_the_same_expectations(tmp_path):
+    table = _logs_table(400, start=1000, seed=3)
+    pq.write_table(table, tmp_path / "logs.parquet")
+    logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
+    pairs = _q_hat_frame(table.to_pandas(), 7, seed=4)
+    policy_df = pairs[["decision_id", "action"]].assign(
+        prob=1.0 / pairs.groupby("decision_id")["action"].transform("size"))
+    pq.write_table(pa.Table.from_pandas(policy_df, preserve_index=False), tmp_path / "p.parquet")
+    policy = load_policy(tmp_path / "p.parquet", logs, "p")
+    results = []
+    for name, frame in (("sorted", pairs), ("shuffled", pairs.sample(frac=1.0, random_state=5))):
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / f"{name}.parquet")
+        q = load_q_hat(tmp_path / f"{name}.parquet", logs)
+        results.append((q.lookup(np.arange(logs.n), logs.action_code, "logged"), q.expected(policy, logs.n, "p")))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    # the reference: a pandas join, then the probability-weighted sum per decision
+    joined = policy_df.merge(pairs, on=["decision_id", "action"])
+    want = (joined["prob"] * joined["q_hat"]).groupby(joined["decision_id"]).sum()
+    np.testing.assert_allclose(results[0][1], want.reindex(table.column("decision_id").to_numpy()).to_numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_a_pair_predicted_twice_is_an_input_error(tmp_path):
+    pq.write_table(_logs_table(3), tmp_path / "logs.parquet")
+    logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
+    action = logs.action
+    pq.write_table(pa.table({"decision_id": [0, 1, 2, 1], "action": [action[0], action[1], action[2], action[1]],
+                             "q_hat": [0.5, 0.25, 0.1, 0.3]}), tmp_path / "q.parquet")
+    with pytest.raises(InputError) as exc:
+        load_q_hat(tmp_path / "q.parquet", logs)
+    problem = exc.value.problems[0]
+    assert problem.rows == 2 and problem.column == "q_hat" and "another row also predicts" in problem.message
+
+
+@pytest.mark.parametrize("kind", ["ascending", "shuffled", "gaps", "offset", "negative", "sparse"])
+def test_action_and_decision_codes_match_a_sorted_factorisation(tmp_path, kind):
+    """Every encoding path (ascending ids, dense ranges with and without gaps, sparse ids) gives the
+    codes of a sorted factorisation, and the policy's codes agree with the logs'."""
+    rng = np.random.default_rng(len(kind))
+    n = 300
+    ids = {"ascending": np.arange(n), "shuffled": rng.permutation(n), "gaps": np.sort(rng.choice(3 * n, n, replace=False)),
+           "offset": np.arange(n) + 10**6, "negative": rng.permutation(n) - 150,
+           "sparse": rng.choice(10**12, n, replace=False)}[kind].astype(np.int64)
+    actions = {"gaps": rng.choice([3, 5, 11], n), "negative": rng.integers(-4, 4, n),
+               "sparse": rng.choice([7, 10**10], n), "offset": rng.integers(100, 110, n)}.get(kind, rng.integers(0, 6, n))
+    table = _logs_table(n).set_column(0, "decision_id", pa.array(ids)).set_column(1, "action", pa.array(actions))
+    pq.write_table(table, tmp_path / "logs.parquet")
+    logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
+    for codes, uniques, values in ((logs.decision_code, logs.decision_ids, ids), (logs.action_code, logs.actions, actions)):
+        want_codes, want_uniques = pd.factorize(values, sort=True)
+        np.testing.assert_array_equal(codes, want_codes)
+        np.testing.assert_array_equal(uniques, want_uniques)
+    pq.write_table(pa.table({"decision_id": ids, "action": actions, "prob": np.ones(n)}), tmp_path / "p.parquet")
+    policy = load_policy(tmp_path / "p.parquet", logs, "p")
+    np.testing.assert_array_equal(policy.pi_logged, np.ones(n))
+    np.testing.assert_array_equal(logs.action_code[policy.row], policy.action_code)
+
+
+def test_a_fingerprint_hashed_ahead_is_the_file_as_it_is_when_asked(tmp_path):
+    import hashlib
+    import os
+
+    from datasets.io import fingerprint, prefetch_fingerprints
+    path = tmp_path / "logs.parquet"
+    path.write_bytes(b"first version")
+    prefetch_fingerprints(path, None, tmp_path / "missing.parquet")
+    assert fingerprint(path) == "sha256:" + hashlib.sha256(b"first version").hexdigest()
+    prefetch_fingerprints(path)
+    path.write_bytes(b"second, longer version")
+    os.utime(path, ns=(1, 1))  # a changed file is a different file even within the clock's resolution
+    assert fingerprint(path) == "sha256:" + hashlib.sha256(b"second, longer version").hexdigest()
+
+
+def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_path, monkeypatch):
+    """Batches that split a decision's predictions, and predictions of decisions outside the logs,
+    give the CSR form of the whole-file path; the whole table is never read."""
+    from datasets import feedback
+    table = _logs_table(300, start=50, seed=8)
+    pq.write_table(table, tmp_path / "logs.parquet")
+    logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
+    pairs = _q_hat_frame(table.to_pandas(), 7, seed=9)
+    outside = pd.DataFrame({"decision_id": [10, 11, 400], "action": [1, 2, 3], "q_hat": [9.0, 9.0, 9.0]})
+    pairs = pd.concat([outside[:2], pairs, outside[2:]]).reset_index(drop=True)
+    pq.write_table(pa.Table.from_pandas(pairs, preserve_index=False), tmp_path / "sorted.parquet", row_group_size=7)
+    pq.write_table(pa.Table.from_pandas(pairs.sample(frac=1.0, random_state=1), preserve_index=False),
+                   tmp_path / "shuffled.parquet")
+    whole = load_q_hat(tmp_path / "shuffled.parquet", logs)
+    monkeypatch.setattr(feedback, "_BATCH_ROWS", 5)
+    monkeypatch.setattr(feedback, "_keyed_table", lambda *a, **k: pytest.fail("read the whole table"))
+    streamed = load_q_hat(tmp_path / "sorted.parquet", logs)
+    for got, want in ((streamed.start, whole.start), (streamed.action_code, whole.action_code),
+                      (streamed.values, whole.values)):
+        np.testing.assert_array_equal(got, want)
+    assert streamed.start[-1] == len(pairs) - 3
