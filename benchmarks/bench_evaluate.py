@@ -5,15 +5,20 @@ Usage: python benchmarks/bench_evaluate.py [--n-rows 10000000] [--workdir benchm
 Data: n logged rows over 50 streams, two candidate policies listing 3 actions per decision
 (long-format Parquet), and q-hat predictions for every (decision, action) any policy lists plus
 the logged action. Measured:
-  floor      pyarrow reads the same columns + one NumPy weighted mean (IPS of one policy)
+  floor      pyarrow reads the same columns + one NumPy weighted mean (IPS of one policy), as a
+             process of its own like livegate (start-up, imports, reads, mean), and, for reference,
+             the second of two runs inside this process (warm: memory already mapped)
   livegate   `livegate evaluate` end to end (ips, snips, dr; normal intervals; two policies; q-hat
              given; JSON written) in a subprocess, wall time and peak RSS
   bootstrap  1,000 Poisson-bootstrap resamples of ips, snips, dr for two policies at 1e6 rows
+Each process is run once unmeasured, then --repeat times (default 3), alternating livegate and floor;
+medians are shown (on a shared virtual machine single runs vary by +-20%, and the first process after
+a pause is the slowest).
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -108,6 +113,15 @@ def floor(workdir: Path) -> tuple[float, int]:
     return time.perf_counter() - start, nbytes
 
 
+def floor_process(workdir: Path, compact: bool = False) -> float:
+    """Wall time of the floor as a process of its own (Python start-up included, as for livegate)."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); from pathlib import Path; "
+            f"import bench_evaluate as b; b.{'floor_compact' if compact else 'floor'}(Path({str(workdir)!r}))")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def run_livegate(workdir: Path, compact: bool = False) -> tuple[float, float]:
     """Wall time and peak RSS of one `livegate evaluate` process (GNU time's maximum resident set)."""
     if compact:
@@ -146,6 +160,7 @@ def main() -> None:
     parser.add_argument("--n-rows", type=int, default=10_000_000)
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "data"))
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     workdir = Path(args.workdir)
     if not args.skip_generate:
@@ -153,18 +168,23 @@ def main() -> None:
         make_data(args.n_rows, workdir)
         make_compact(workdir)
         print(f"generated {args.n_rows:,} rows in {time.perf_counter() - t:.1f}s")
-    floor_s, nbytes = floor(workdir)
-    floor_s = min(floor_s, floor(workdir)[0])  # warm cache for both sides
-    lg_s, peak = run_livegate(workdir)
-    print(f"long format: floor (pyarrow read + NumPy IPS)  {floor_s:7.2f} s   columns read {nbytes / 2**30:.2f} GiB")
-    print(f"long format: livegate evaluate end to end     {lg_s:7.2f} s   ({lg_s / floor_s:.1f}x floor)   "
-          f"peak RSS {peak / 2**30:.2f} GiB ({peak / nbytes:.1f}x columns)")
-    cf_s, cbytes = floor_compact(workdir)
-    cf_s = min(cf_s, floor_compact(workdir)[0])
-    cl_s, cpeak = run_livegate(workdir, compact=True)
-    print(f"compact form: floor                           {cf_s:7.2f} s   columns read {cbytes / 2**30:.2f} GiB")
-    print(f"compact form: livegate evaluate end to end    {cl_s:7.2f} s   ({cl_s / cf_s:.1f}x floor)   "
-          f"peak RSS {cpeak / 2**30:.2f} GiB ({cpeak / cbytes:.1f}x columns)")
+    for compact, label in ((False, "long format"), (True, "compact form")):
+        warm_s, nbytes = (floor_compact if compact else floor)(workdir)
+        warm_s = min(warm_s, (floor_compact if compact else floor)(workdir)[0])
+        run_livegate(workdir, compact=compact)  # one unmeasured run of each: both then start from the same
+        floor_process(workdir, compact=compact)  # state of the machine's memory and file cache
+        runs, floors = [], []
+        for _ in range(args.repeat):
+            runs.append(run_livegate(workdir, compact=compact))
+            floors.append(floor_process(workdir, compact=compact))
+        lg_s, peak = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+        floor_s = statistics.median(floors)
+        print(f"{label}: columns read {nbytes / 2**30:.2f} GiB")
+        print(f"  floor, own process (pyarrow read + NumPy IPS)   {floor_s:7.2f} s   "
+              f"(warm, inside this process: {warm_s:.2f} s)")
+        print(f"  livegate evaluate end to end                   {lg_s:7.2f} s   ({lg_s / floor_s:.1f}x floor, "
+              f"{lg_s / warm_s:.1f}x warm floor)   peak RSS {peak / 2**30:.2f} GiB ({peak / nbytes:.1f}x columns)")
+        print(f"  runs: livegate {', '.join(f'{r[0]:.2f}' for r in runs)} s; floor {', '.join(f'{f:.2f}' for f in floors)} s")
     try:
         import obp  # noqa: F401
         print("obp installed: compare with benchmarks/README (not automated)")
