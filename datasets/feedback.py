@@ -468,7 +468,8 @@ def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySch
         _joins = _joins_module()
         total, covered, pi_logged = np.zeros(logs.n), np.zeros(logs.n, dtype=bool), np.zeros(logs.n)
         actions = action_code if action_code is not None else np.full(len(row), -1, dtype=np.int64)
-        _joins.policy_sums(row, actions, prob, logs.action_code, total, covered, pi_logged)
+        _joins.policy_sums(_int64(row), _int64(actions), _float64(prob), _int64(logs.action_code), total, covered,
+                           pi_logged)
         problems += v.check_sum_to_one(total, covered, str(path), schema.prob)
     elif row is not None:  # without readable probabilities, coverage is still checked
         problems += v.check_sum_to_one(np.ones(logs.n), np.bincount(row, minlength=logs.n) > 0, str(path), schema.prob)
@@ -519,21 +520,33 @@ class RewardPredictions:
         """The prediction of each (row, action) pair; every pair must have one."""
         _joins = _joins_module()
         out = np.empty(len(row))
-        self._check(_joins.lookup(self.start, self.action_code, self.values, _int64(row), _int64(action_code), out), what)
+        self._check(_joins.lookup(_int64(self.start), _int64(self.action_code), _float64(self.values), _int64(row),
+                                  _int64(action_code), out), what)
         return out
 
     def expected(self, policy: PolicyTable, n: int, what: str) -> np.ndarray:
         """sum_a pi(a|x) q_hat(x, a) per log row, without a per-policy-row array of predictions."""
         _joins = _joins_module()
         out = np.zeros(n)
-        self._check(_joins.expected(self.start, self.action_code, self.values, _int64(policy.row),
-                                    _int64(policy.action_code), np.ascontiguousarray(policy.prob, dtype=np.float64),
-                                    out), what)
+        self._check(_joins.expected(_int64(self.start), _int64(self.action_code), _float64(self.values),
+                                    _int64(policy.row), _int64(policy.action_code), _float64(policy.prob), out), what)
         return out
 
 
 def _int64(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.int64)
+    """A read-only contiguous int64 view (a copy only when needed): the compiled joins then see one
+    type per argument, so each is compiled, and loaded from Numba's cache, once."""
+    return _readonly(np.ascontiguousarray(a, dtype=np.int64))
+
+
+def _float64(a: np.ndarray) -> np.ndarray:
+    return _readonly(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 #: rows per batch when predictions are read in one pass over the file
@@ -555,11 +568,11 @@ def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
         raise InputError(problems)
     row, action_code = _int64(row), _int64(action_code)
     counts = np.zeros(logs.n + 1, dtype=np.int64)
-    if not _joins.count_in_order(row, action_code, -1, -1, counts):
+    if not _joins.count_in_order(_int64(row), _int64(action_code), -1, -1, counts):
         order = np.lexsort((action_code, row))
         row, action_code, values = row[order], action_code[order], values[order]
         counts[:] = 0
-        if not _joins.count_in_order(row, action_code, -1, -1, counts):  # sorted, so only a repeated pair
+        if not _joins.count_in_order(_int64(row), _int64(action_code), -1, -1, counts):  # sorted, so only a repeated pair
             twice = (row[1:] == row[:-1]) & (action_code[1:] == action_code[:-1])
             repeated = np.zeros(len(row), dtype=bool)
             repeated[1:] |= twice
@@ -622,9 +635,14 @@ def load_joins_in_background() -> None:
 
 
 def _warm_joins() -> None:
+    """Call each join once on one row, with the argument types of every later call."""
     from . import _joins
-    one = np.zeros(1, dtype=np.int64)
-    _joins.policy_sums(one, one, np.zeros(1), one, np.zeros(1), np.zeros(1, dtype=bool), np.zeros(1))
+    zero, one, value = _int64(np.zeros(1)), _int64(np.ones(1)), _float64(np.ones(1))
+    start = _int64(np.array([0, 1]))
+    _joins.policy_sums(zero, zero, value, zero, np.zeros(1), np.zeros(1, dtype=bool), np.zeros(1))
+    _joins.count_in_order(zero, zero, -1, -1, np.zeros(2, dtype=np.int64))
+    _joins.lookup(start, one, value, zero, one, np.zeros(1))
+    _joins.expected(start, one, value, zero, one, value, np.zeros(1))
 
 
 def _joins_module():

@@ -38,8 +38,12 @@ class RewardSpec:
         return text
 
     def combine(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        total = np.zeros(len(next(iter(columns.values()))), dtype=np.float64)
-        for column, weight in self.weights:
+        """The reward per row: the column itself for a plain column (no copy; not to be written to)."""
+        (first, first_weight), *rest = self.weights
+        if not rest and first_weight == 1.0:
+            return np.asarray(columns[first], dtype=np.float64)
+        total = first_weight * np.asarray(columns[first], dtype=np.float64)
+        for column, weight in rest:
             total += weight * columns[column]
         return total
 

@@ -35,7 +35,7 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     qs = [top] * 3 if constant else np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
     n_positive = int(np.count_nonzero(weight > 0))
     edges = _edges(top)
-    counts = _histogram(weight, edges)
+    counts = _histogram(np.array([top]), edges) * n if constant else _histogram(weight, edges)
     return {
         "n": n,
         "ess": total * total / total_sq if total_sq > 0 else 0.0,

@@ -192,10 +192,19 @@ def _poisson1_table(bits: int = 16) -> np.ndarray:
 _TABLE = _poisson1_table()
 
 
-def poisson_counts(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Poisson(1) resampling counts, drawn as 16-bit uniforms through an inverse-CDF table (the
-    table quantises the Poisson(1) probabilities to 2^-16, far below bootstrap noise)."""
-    return _TABLE[rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)]
+_TABLE_FLOAT = _TABLE.astype(np.float64)
+
+
+def poisson_counts(rng: np.random.Generator, shape: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Poisson(1) resampling counts as float64 (ready for the matrix product), drawn as 16-bit
+    uniforms through an inverse-CDF table (the table quantises the Poisson(1) probabilities to
+    2^-16, far below bootstrap noise). The uniforms are the generator's raw 64-bit output cut in
+    four: a quarter of the generator calls of drawing 16-bit integers one by one. `out`, when
+    given, is reused (a chunked bootstrap then maps its memory once)."""
+    size = shape[0] * shape[1]
+    bits = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size].reshape(shape)
+    # mode="clip": every 16-bit index is valid, and numpy then writes straight into `out`
+    return np.take(_TABLE_FLOAT, bits, out=out[:shape[0]] if out is not None else None, mode="clip")
 
 
 def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, chunk: int = 32) -> np.ndarray:
@@ -209,9 +218,10 @@ def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, chunk: 
     matrix = np.column_stack([*columns, np.ones(n)]).astype(np.float64)  # the last column counts rows
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, len(terms)))
+    buffer = np.empty((min(chunk, n_boot), n))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        counts = poisson_counts(rng, (size, n)).astype(np.float64)
+        counts = poisson_counts(rng, (size, n), out=buffer)
         sums = counts @ matrix  # (size, k): every resample's sum of every term
         count = sums[:, -1]
         for j, (w, d, z) in enumerate(layout):

@@ -584,3 +584,12 @@ def test_weight_histogram_counts_as_numpy_histogram():
         edges = _edges(float(w.max()))
         np.testing.assert_array_equal(_histogram(w, edges), np.histogram(np.minimum(w, edges[-1]), bins=edges)[0])
         np.testing.assert_array_equal(_histogram(edges, edges), np.histogram(edges, bins=edges)[0])
+
+
+def test_poisson_counts_drawn_have_mean_and_variance_one():
+    counts = inference.poisson_counts(np.random.default_rng(4), (40, 50_001))
+    assert counts.shape == (40, 50_001) and counts.dtype == np.float64
+    # 2,000,040 Poisson(1) draws: the mean and variance have standard errors 0.0007 and 0.0012
+    assert abs(counts.mean() - 1.0) < 4 * 0.0007 and abs(counts.var() - 1.0) < 4 * 0.0012
+    again = inference.poisson_counts(np.random.default_rng(4), (40, 50_001))
+    np.testing.assert_array_equal(counts, again)
