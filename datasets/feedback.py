@@ -139,17 +139,17 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         present = np.zeros(high - low + 1, dtype=bool)
         present[values - low] = True
         uniques = np.flatnonzero(present).astype(values.dtype) + low
-        return _offsets_if_complete(values, low, high, len(uniques), uniques), uniques
+        return _offsets_if_complete(values, low, high, uniques), uniques
     import pandas as pd  # hashing beats sorting for strings and sparse ids
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), np.asarray(uniques)
 
 
-def _offsets_if_complete(values: np.ndarray, low: int, high: int, n_distinct: int, uniques: np.ndarray) -> np.ndarray:
+def _offsets_if_complete(values: np.ndarray, low: int, high: int, uniques: np.ndarray) -> np.ndarray:
     """Codes of integer `values` within [low, high], `uniques` the sorted distinct values that occur.
     When every integer of the range occurs, a code is the value's offset from `low` (the values
     themselves for ids from 0: no copy at all); otherwise through a table of the occurring values."""
-    if high - low + 1 == n_distinct:
+    if high - low + 1 == len(uniques):
         return values.astype(np.int64, copy=False) if low == 0 else np.subtract(values, low, dtype=np.int64)
     code_of = np.full(high - low + 1, -1, dtype=np.int64)
     code_of[uniques - low] = np.arange(len(uniques))
@@ -164,7 +164,7 @@ def _lookup(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
     if dense is not None and np.issubdtype(values.dtype, np.integer):
         low, high = dense
         if values.size and low <= values.min() and values.max() <= high:
-            return _offsets_if_complete(values, low, high, len(uniques), uniques)
+            return _offsets_if_complete(values, low, high, uniques)
         # padded table: slot 0 and the last slot answer -1 for values below and above the range
         code_of = np.full(high - low + 3, -1, dtype=np.int64)
         code_of[uniques - low + 1] = np.arange(len(uniques))
@@ -568,18 +568,16 @@ def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
         raise InputError(problems)
     row, action_code = _int64(row), _int64(action_code)
     counts = np.zeros(logs.n + 1, dtype=np.int64)
-    if not _joins.count_in_order(_int64(row), _int64(action_code), -1, -1, counts):
+    if not _joins.count_in_order(row, action_code, -1, -1, counts):
         order = np.lexsort((action_code, row))
-        row, action_code, values = row[order], action_code[order], values[order]
+        row, action_code, values = _int64(row[order]), _int64(action_code[order]), values[order]
+        # action codes stay below 2^31 (one per distinct stream): the key orders as (row, action)
+        problems = v.check_unique_rows((row << 31) + action_code, str(path), schema.decision_id,
+                                       "decision id and action")
+        if problems:
+            raise InputError(problems)
         counts[:] = 0
-        if not _joins.count_in_order(_int64(row), _int64(action_code), -1, -1, counts):  # sorted, so only a repeated pair
-            twice = (row[1:] == row[:-1]) & (action_code[1:] == action_code[:-1])
-            repeated = np.zeros(len(row), dtype=bool)
-            repeated[1:] |= twice
-            repeated[:-1] |= twice
-            raise InputError(Problem(str(path), "predict a (decision, action) pair that another row also predicts",
-                                     column=column, rows=int(np.count_nonzero(repeated)),
-                                     fix="keep one prediction per decision and action"))
+        _joins.count_in_order(row, action_code, -1, -1, counts)
     return RewardPredictions(source=str(path), start=np.cumsum(counts), action_code=action_code, values=values)
 
 

@@ -116,8 +116,15 @@ def check_unique_rows(keys: np.ndarray, source: str, column: str, what: str) -> 
     """`keys` are integer codes of the row identity; report how many rows repeat one."""
     if keys.size == 0 or bool(np.all(keys[1:] > keys[:-1])):  # ascending keys (the usual export) cannot repeat
         return []
-    counts = np.bincount(keys)
-    n_dup = int(counts[counts > 1].sum())
+    if bool(np.all(keys[1:] >= keys[:-1])):  # sorted: repeats are neighbours, and keys may be far apart
+        twice = keys[1:] == keys[:-1]
+        repeated = np.zeros(keys.size, dtype=bool)
+        repeated[1:] |= twice
+        repeated[:-1] |= twice
+        n_dup = int(np.count_nonzero(repeated))
+    else:
+        counts = np.bincount(keys)
+        n_dup = int(counts[counts > 1].sum())
     if n_dup:
         return [Problem(source, f"share a {what} with another row", column=column, rows=n_dup,
                         fix=f"each {what} must appear once: deduplicate the export")]

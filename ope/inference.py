@@ -245,8 +245,3 @@ def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: fl
     contrast = contrast[defined]
     low, high = np.quantile(contrast, [alpha / 2.0, 1.0 - alpha / 2.0])
     return Interval(point, float(np.std(contrast, ddof=1)), float(low), float(high), "bootstrap")
-
-
-def relative_interval(cand: Terms, base: Terms, alpha: float) -> tuple[float, float, float]:
-    """(theta_c / theta_b - 1) with its delta-method interval (see `InfluenceCovariance.relative`)."""
-    return InfluenceCovariance([cand, base]).relative(0, 1, alpha)

@@ -350,7 +350,8 @@ def test_a_pair_predicted_twice_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as exc:
         load_q_hat(tmp_path / "q.parquet", logs)
     problem = exc.value.problems[0]
-    assert problem.rows == 2 and problem.column == "q_hat" and "another row also predicts" in problem.message
+    assert problem.rows == 2 and problem.column == "decision_id"
+    assert "share a decision id and action with another row" in problem.message
 
 
 @pytest.mark.parametrize("kind", ["ascending", "shuffled", "gaps", "offset", "negative", "sparse"])
