@@ -144,7 +144,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
             problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
-    q_hat = {metric: load_q_hat(Path(path), logs) for metric, path in q_hat_spec}
+    q_hat = {metric: load_q_hat(Path(path), logs, policies) for metric, path in q_hat_spec}
     return logs, policies, rewards, q_hat, dict(policies_spec)
 
 

@@ -7,7 +7,7 @@ to the logs is a few vectorised array operations (no Python loop over rows, no p
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,6 +353,8 @@ class PolicyTable:
     prob: np.ndarray
     pi_logged: np.ndarray
     compact: bool = False
+    #: `row` ascends (a file in decision order): the policy can be joined range of log rows by range
+    in_row_order: bool = False
 
     def expected(self, values: np.ndarray, n: int) -> np.ndarray:
         """sum over the policy's actions of prob * values, per log row (values aligned with policy rows)."""
@@ -459,23 +461,70 @@ def _map_keyed(table: pa.Table, source: str, logs: LoggedData, value_col: str, d
             problems)
 
 
+class _ReadWhole(Exception):
+    """A keyed file cannot be joined batch by batch (a batch has a problem, the file is unreadable or
+    out of order): it is read whole instead, and every problem of it is reported at once."""
+
+
+def _keyed_batches(path: str | Path, logs: LoggedData, value_col: str, decision_col: str, action_col: str,
+                   position_col: str, *, zero_allowed: bool, probability: bool) -> Iterator[tuple]:
+    """(log row, action code, value) of each batch of a keyed file, validated and mapped onto the logs
+    like `_keyed_table` does the whole file; raises `_ReadWhole` where that cannot be done. Only one
+    batch is in memory at a time (the Arrow table of the whole file would be a second copy of it)."""
+    if logs.decision_ids is None:
+        raise _ReadWhole
+    dataset = open_dataset(path)
+    names = dataset.schema.names
+    if missing_columns(path, dataset, [decision_col, action_col, value_col]) or dataset.count_rows() == 0:
+        raise _ReadWhole
+    wanted = [decision_col, action_col, value_col] + ([position_col] if position_col in names else [])
+    try:
+        for batch in dataset.to_batches(columns=wanted, batch_size=_BATCH_ROWS):
+            row, code, value, problems = _map_keyed(pa.Table.from_batches([batch]), str(path), logs, value_col,
+                                                    decision_col, action_col, position_col,
+                                                    zero_allowed=zero_allowed, probability=probability)
+            if problems:
+                raise _ReadWhole
+            yield _int64(row), _int64(code), _float64(value)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError):
+        raise _ReadWhole from None
+
+
+class _PolicySums:
+    """Per log row, accumulated over a policy's rows: its total probability, whether it lists the
+    row, and its probability of the logged action; and whether its rows ascend."""
+
+    def __init__(self, logs: LoggedData):
+        self.logged_action = _int64(logs.action_code)
+        self.total, self.covered, self.pi_logged = np.zeros(logs.n), np.zeros(logs.n, dtype=bool), np.zeros(logs.n)
+        self.in_row_order, self.last_row = True, -1
+
+    def add(self, row: np.ndarray, action_code: np.ndarray, prob: np.ndarray) -> None:
+        ascending = _joins_module().policy_sums(row, action_code, prob, self.logged_action, self.total,
+                                                self.covered, self.pi_logged)
+        if row.size:
+            self.in_row_order = self.in_row_order and ascending and int(row[0]) >= self.last_row
+            self.last_row = int(row[-1])
+
+
 def load_policy(path: str | Path, logs: LoggedData, name: str, schema: PolicySchema = PolicySchema()) -> PolicyTable:
     """Read a long-format policy, validate it against the logs (coverage, sum to one, known actions)."""
     row, action_code, prob, problems = _keyed_table(path, logs, schema.prob, schema.decision_id, schema.action,
                                                     schema.position, zero_allowed=True, probability=True)
-    pi_logged = None
+    sums = _PolicySums(logs)
     if row is not None and prob is not None:
-        _joins = _joins_module()
-        total, covered, pi_logged = np.zeros(logs.n), np.zeros(logs.n, dtype=bool), np.zeros(logs.n)
-        actions = action_code if action_code is not None else np.full(len(row), -1, dtype=np.int64)
-        _joins.policy_sums(_int64(row), _int64(actions), _float64(prob), _int64(logs.action_code), total, covered,
-                           pi_logged)
-        problems += v.check_sum_to_one(total, covered, str(path), schema.prob)
+        # an unreadable action column leaves code -1: coverage and sums are still checked
+        sums.add(_int64(row), _int64(action_code if action_code is not None else np.full(len(row), -1)),
+                 _float64(prob))
     elif row is not None:  # without readable probabilities, coverage is still checked
-        problems += v.check_sum_to_one(np.ones(logs.n), np.bincount(row, minlength=logs.n) > 0, str(path), schema.prob)
+        sums.total[:] = 1.0
+        sums.covered[row] = True
+    if row is not None:
+        problems += v.check_sum_to_one(sums.total, sums.covered, str(path), schema.prob)
     if problems:
         raise InputError(problems)
-    return PolicyTable(name=name, source=str(path), row=row, action_code=action_code, prob=prob, pi_logged=pi_logged)
+    return PolicyTable(name=name, source=str(path), row=row, action_code=action_code, prob=prob,
+                       pi_logged=sums.pi_logged, in_row_order=sums.in_row_order)
 
 
 def compact_policy(logs: LoggedData, name: str) -> PolicyTable:
@@ -502,35 +551,57 @@ def logging_policy(logs: LoggedData) -> PolicyTable:
 
 @dataclass
 class RewardPredictions:
-    """User-supplied q-hat per log row, in CSR form: row r's predictions are the actions
-    `action_code[start[r]:start[r + 1]]` (ascending) with the matching `values`."""
+    """User-supplied q-hat reduced to what the estimators use, per log row: `logged[i]`, the prediction
+    at the logged action, and `expected[name][i]` = sum_a pi(a|x_i) q_hat(x_i, a) under each policy the
+    predictions were joined to."""
 
     source: str
-    start: np.ndarray        # int64, n + 1 offsets
-    action_code: np.ndarray  # int64
-    values: np.ndarray       # float64
+    logged: np.ndarray
+    expected: dict[str, np.ndarray]
 
-    def _check(self, missing: int, what: str) -> None:
-        if missing:
-            raise InputError(Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
-                                     column="q_hat", rows=missing,
-                                     fix="predict q_hat for every action an evaluated policy gives positive probability, and the logged action"))
+    def under(self, name: str) -> np.ndarray:
+        if name not in self.expected:
+            raise InputError(Problem(self.source, f"was not joined to policy '{name}'",
+                                     fix="pass every policy to be evaluated to load_q_hat"))
+        return self.expected[name]
 
-    def lookup(self, row: np.ndarray, action_code: np.ndarray, what: str) -> np.ndarray:
-        """The prediction of each (row, action) pair; every pair must have one."""
+
+class _PredictionJoin:
+    """Joins predictions in CSR form (see `_joins`), for all log rows at once or range by range, to the
+    logged actions and to each policy's listed actions, and counts the pairs that have no prediction."""
+
+    LOGGED = "the logged action"
+
+    def __init__(self, logs: LoggedData, policies: dict[str, PolicyTable], source: str):
+        self.logs, self.policies, self.source = logs, policies, source
+        self.logged = np.empty(logs.n)
+        self.expected = {name: np.zeros(logs.n) for name in policies}
+        self.missing = dict.fromkeys([self.LOGGED, *(f"policy '{name}'" for name in policies)], 0)
+
+    def add(self, rows: np.ndarray, codes: np.ndarray, values: np.ndarray, first_row: int, stop: int) -> None:
+        """Join the predictions of log rows first_row .. stop - 1 (`rows` ascending, in that range)."""
         _joins = _joins_module()
-        out = np.empty(len(row))
-        self._check(_joins.lookup(_int64(self.start), _int64(self.action_code), _float64(self.values), _int64(row),
-                                  _int64(action_code), out), what)
-        return out
+        start = np.empty(stop - first_row + 1, dtype=np.int64)
+        _joins.row_starts(_int64(rows), first_row, start)
+        start, codes, values = _readonly(start), _int64(codes), _float64(values)
+        self.missing[self.LOGGED] += _joins.lookup(start, codes, values, _int64(self.logs.action_code[first_row:stop]),
+                                                   self.logged[first_row:stop])
+        whole = first_row == 0 and stop == self.logs.n
+        for name, p in self.policies.items():
+            lo, hi = (0, len(p.row)) if whole else np.searchsorted(p.row, [first_row, stop])
+            self.missing[f"policy '{name}'"] += _joins.expected(
+                start, codes, values, first_row, _int64(p.row[lo:hi]), _int64(p.action_code[lo:hi]),
+                _float64(p.prob[lo:hi]), self.expected[name][first_row:stop])
 
-    def expected(self, policy: PolicyTable, n: int, what: str) -> np.ndarray:
-        """sum_a pi(a|x) q_hat(x, a) per log row, without a per-policy-row array of predictions."""
-        _joins = _joins_module()
-        out = np.zeros(n)
-        self._check(_joins.expected(_int64(self.start), _int64(self.action_code), _float64(self.values),
-                                    _int64(policy.row), _int64(policy.action_code), _float64(policy.prob), out), what)
-        return out
+    def result(self) -> RewardPredictions:
+        problems = [Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
+                            column="q_hat", rows=count,
+                            fix="predict q_hat for every action an evaluated policy gives positive probability, "
+                                "and the logged action")
+                    for what, count in self.missing.items() if count]
+        if problems:
+            raise InputError(problems)
+        return RewardPredictions(source=self.source, logged=self.logged, expected=self.expected)
 
 
 def _int64(a: np.ndarray) -> np.ndarray:
@@ -553,70 +624,64 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 _BATCH_ROWS = 1 << 20
 
 
-def load_q_hat(path: str | Path, logs: LoggedData, column: str = "q_hat",
-               schema: QHatSchema = QHatSchema()) -> RewardPredictions:
-    """Read predictions of (decision, action) pairs into per-log-row CSR form. A file in decision
-    order (the usual export) is read in one pass over its row groups, keeping only the action codes
-    and values; any other file, and any file with a problem to report, is read whole."""
-    predictions = _q_hat_in_one_pass(path, logs, column, schema)
-    if predictions is not None:
-        return predictions
-    _joins = _joins_module()
+def load_q_hat(path: str | Path, logs: LoggedData, policies: dict[str, PolicyTable] | None = None,
+               column: str = "q_hat", schema: QHatSchema = QHatSchema()) -> RewardPredictions:
+    """Read predictions of (decision, action) pairs and join them to the logged actions and to the
+    long-format `policies`: every pair either needs must be predicted. A file in decision order (the
+    usual export) joined to policies in decision order is read in one pass over its row groups and
+    never held whole; any other file, and any file with a problem to report, is read whole."""
+    policies = {name: p for name, p in (policies or {}).items() if not p.compact}
+    try:
+        return _q_hat_in_one_pass(path, logs, column, schema, policies)
+    except _ReadWhole:
+        pass
     row, action_code, values, problems = _keyed_table(path, logs, column, schema.decision_id, schema.action,
                                                       schema.position, zero_allowed=True, probability=False)
     if problems:
         raise InputError(problems)
     row, action_code = _int64(row), _int64(action_code)
-    counts = np.zeros(logs.n + 1, dtype=np.int64)
-    if not _joins.count_in_order(row, action_code, -1, -1, counts):
+    if not _joins_module().ascending_pairs(row, action_code, -1, -1):
         order = np.lexsort((action_code, row))
-        row, action_code, values = _int64(row[order]), _int64(action_code[order]), values[order]
+        row, action_code, values = row[order], action_code[order], values[order]
         # action codes stay below 2^31 (one per distinct stream): the key orders as (row, action)
         problems = v.check_unique_rows((row << 31) + action_code, str(path), schema.decision_id,
                                        "decision id and action")
         if problems:
             raise InputError(problems)
-        counts[:] = 0
-        _joins.count_in_order(row, action_code, -1, -1, counts)
-    return RewardPredictions(source=str(path), start=np.cumsum(counts), action_code=action_code, values=values)
+    join = _PredictionJoin(logs, policies, str(path))
+    join.add(row, action_code, values, 0, logs.n)
+    return join.result()
 
 
-def _q_hat_in_one_pass(path: str | Path, logs: LoggedData, column: str, schema: QHatSchema) -> RewardPredictions | None:
-    """The predictions of a file in (decision, action) order whose decisions map onto the logs by
-    offset, batch by batch: neither the whole Arrow table nor a per-prediction row array is ever
-    held. None when the file is not such a file or a batch has a problem to report (the whole-file
-    path then reads it and reports every problem at once)."""
-    if logs.decision_ids is None or logs.first_id_if_ordered is None:
-        return None
-    dataset = open_dataset(path)
-    wanted = [schema.decision_id, schema.action, column]
-    if missing_columns(path, dataset, wanted) or schema.position in dataset.schema.names:
-        return None
-    total = dataset.count_rows()
-    if total == 0:
-        return None
+def _q_hat_in_one_pass(path: str | Path, logs: LoggedData, column: str, schema: QHatSchema,
+                       policies: dict[str, PolicyTable]) -> RewardPredictions:
+    """The predictions of a file in (decision, action) order, joined batch by batch: each batch's
+    complete log rows are joined, and the predictions of its last row wait for the next batch, which
+    may continue them. Raises `_ReadWhole` when the file or a policy is not in order."""
+    if logs.first_id_if_ordered is None or not all(p.in_row_order for p in policies.values()):
+        raise _ReadWhole
     _joins = _joins_module()
-    codes, values = np.empty(total, dtype=np.int64), np.empty(total)
-    counts = np.zeros(logs.n + 1, dtype=np.int64)
-    filled, last_row, last_code = 0, -1, -1
-    try:
-        for batch in dataset.to_batches(columns=wanted, batch_size=_BATCH_ROWS):
-            row, code, value, problems = _map_keyed(pa.Table.from_batches([batch]), str(path), logs, column,
-                                                    schema.decision_id, schema.action, schema.position,
-                                                    zero_allowed=True, probability=False)
-            if problems:
-                return None
-            row, code = _int64(row), _int64(code)
-            if not _joins.count_in_order(row, code, last_row, last_code, counts):
-                return None
-            codes[filled:filled + row.size], values[filled:filled + row.size] = code, value
-            filled += row.size
-            if row.size:
-                last_row, last_code = int(row[-1]), int(code[-1])
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError):
-        return None  # an unreadable file: reported by the whole-file path
-    return RewardPredictions(source=str(path), start=np.cumsum(counts), action_code=codes[:filled],
-                             values=values[:filled])
+    join = _PredictionJoin(logs, policies, str(path))
+    held = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))  # row `first_row`'s, so far
+    first_row, last_code = 0, -1
+    for row, code, value in _keyed_batches(path, logs, column, schema.decision_id, schema.action, schema.position,
+                                           zero_allowed=True, probability=False):
+        if not _joins.ascending_pairs(row, code, first_row if held[0].size else -1, last_code):
+            raise _ReadWhole
+        if not row.size:
+            continue
+        last_code, last = int(code[-1]), int(row[-1])
+        cont = int(np.searchsorted(row, first_row, side="right"))  # entries that continue the held row
+        if last > first_row:
+            join.add(*(np.concatenate([h, b[:cont]]) for h, b in zip(held, (row, code, value))), first_row,
+                     first_row + 1)
+            split = int(np.searchsorted(row, last))
+            join.add(row[cont:split], code[cont:split], value[cont:split], first_row + 1, last)
+            held, first_row = (row[split:], code[split:], value[split:]), last
+        else:
+            held = tuple(np.concatenate([h, b]) for h, b in zip(held, (row, code, value)))
+    join.add(*held, first_row, logs.n)
+    return join.result()
 
 
 _JOINS_LOADING: Future | None = None
@@ -638,9 +703,10 @@ def _warm_joins() -> None:
     zero, one, value = _int64(np.zeros(1)), _int64(np.ones(1)), _float64(np.ones(1))
     start = _int64(np.array([0, 1]))
     _joins.policy_sums(zero, zero, value, zero, np.zeros(1), np.zeros(1, dtype=bool), np.zeros(1))
-    _joins.count_in_order(zero, zero, -1, -1, np.zeros(2, dtype=np.int64))
-    _joins.lookup(start, one, value, zero, one, np.zeros(1))
-    _joins.expected(start, one, value, zero, one, value, np.zeros(1))
+    _joins.ascending_pairs(zero, zero, -1, -1)
+    _joins.row_starts(zero, 0, np.zeros(2, dtype=np.int64))
+    _joins.lookup(start, one, value, one, np.zeros(1))
+    _joins.expected(start, one, value, 0, zero, one, value, np.zeros(1))
 
 
 def _joins_module():

@@ -139,8 +139,9 @@ def check_sum_to_one(sums: np.ndarray, covered: np.ndarray, source: str, column:
         problems.append(Problem(source, "of the logs have no row in this policy", column="decision_id",
                                 rows=n_uncovered,
                                 fix="list the candidate's probabilities for every logged decision (unlisted actions mean probability 0)"))
-    deviation = sums - 1.0
-    bad = np.abs(deviation, out=deviation) > SUM_TO_ONE_TOL
+    # two comparisons rather than |sums - 1|: no full-size float temporary
+    bad = sums > 1.0 + SUM_TO_ONE_TOL
+    bad |= sums < 1.0 - SUM_TO_ONE_TOL
     bad &= covered
     n_bad = int(np.count_nonzero(bad))
     if n_bad:

@@ -163,8 +163,8 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
     long_form = {name: p for name, p in policies.items() if not p.compact and name != LOGGING_POLICY}
     if q_hat is not None or "q_hat" in logs.extra:
         if q_hat is not None:
-            q_logged = q_hat.lookup(np.arange(logs.n), logs.action_code, "the logged action")
-            q_pi = {name: q_hat.expected(p, logs.n, f"policy '{name}'") for name, p in long_form.items()}
+            q_logged = q_hat.logged
+            q_pi = {name: q_hat.under(name) for name in long_form}
         else:
             q_logged = logs.extra["q_hat"]
             q_pi = {}

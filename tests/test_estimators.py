@@ -479,7 +479,7 @@ def test_evaluate_agrees_with_the_direct_formulas(sim_files):
     logs = load_logs(paths["logs"], [parse_reward(metric)], need_decision_id=True, need_context=True)
     policies = {name: load_policy(paths[f"policies/{name}"], logs, name) for name in ("better", "logging_replica")}
     _write_exact_q_hat(sim, metric, out / "q_hat.parquet")
-    q_hat = {metric: load_q_hat(out / "q_hat.parquet", logs)}
+    q_hat = {metric: load_q_hat(out / "q_hat.parquet", logs, policies)}
     # every policy's listed actions are on its slate and logged somewhere at this size
     cfg = EvaluationConfig(estimators=("ips", "snips", "dr", "sndr", "ips:clip=5"))
     result = evaluate(logs, policies, [parse_reward(metric)], cfg, q_hat=q_hat)

@@ -278,33 +278,45 @@ def test_q_hat_lookups(tmp_path, seed, n_positions, id_kind, action_kind):
     pq.write_table(pa.Table.from_pandas(pairs, preserve_index=False), tmp_path / "q.parquet")
 
     logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
-    q = load_q_hat(tmp_path / "q.parquet", logs)
-    got = q.lookup(np.arange(logs.n), logs.action_code.copy(), "the logged action")
-    expected = logs_df.merge(pairs, on=["decision_id", "position", "action"], how="left")["q_hat"].to_numpy()
-    np.testing.assert_array_equal(got, expected)
-
-    # every (row, action) of the policy, by its codes
     pq.write_table(pa.Table.from_pandas(policy_df, preserve_index=False), tmp_path / "p.parquet")
     policy = load_policy(tmp_path / "p.parquet", logs, "p")
-    got = q.lookup(policy.row, policy.action_code, "the policy")
+    q = load_q_hat(tmp_path / "q.parquet", logs, {"p": policy})
+    expected = logs_df.merge(pairs, on=["decision_id", "position", "action"], how="left")["q_hat"].to_numpy()
+    np.testing.assert_array_equal(q.logged, expected)
+
+    # sum_a pi(a|x) q_hat(x, a) per log row, from a pandas join of the policy to the predictions
     log_rows = logs_df.reset_index().rename(columns={"index": "row"})[["decision_id", "position", "row"]]
-    ref = pairs.merge(log_rows, on=["decision_id", "position"])
-    lookup = {(r, a): v for r, a, v in zip(ref["row"], ref["action"], ref["q_hat"])}
-    all_actions = np.concatenate([logs.actions, np.asarray(logs.unlogged_actions, dtype=logs.actions.dtype)])
-    expected = [lookup[(r, all_actions[c])] for r, c in zip(policy.row, policy.action_code)]
-    np.testing.assert_array_equal(got, expected)
+    joined = policy_df.merge(pairs, on=["decision_id", "position", "action"]).merge(log_rows,
+                                                                                     on=["decision_id", "position"])
+    want = (joined["prob"] * joined["q_hat"]).groupby(joined["row"]).sum().reindex(range(logs.n), fill_value=0.0)
+    np.testing.assert_allclose(q.expected["p"], want.to_numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_q_hat_lookup_of_an_unpredicted_pair_is_an_input_error(tmp_path):
+def test_an_unpredicted_pair_is_an_input_error_unless_its_probability_is_zero(tmp_path):
     pq.write_table(_logs_table(3), tmp_path / "logs.parquet")
     logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
-    pq.write_table(pa.table({"decision_id": [0, 1], "action": logs.action[:2], "q_hat": [0.5, 0.25]}),
-                   tmp_path / "q.parquet")
-    q = load_q_hat(tmp_path / "q.parquet", logs)
-    assert list(q.lookup(np.array([1, 0]), logs.action_code[[1, 0]], "dr")) == [0.25, 0.5]
+    action = logs.action
+    pq.write_table(pa.table({"decision_id": [0, 1, 2], "action": action[:3], "prob": [1.0, 1.0, 1.0]}),
+                   tmp_path / "p.parquet")
+    other = action[1] if action[0] != action[1] else action[0] + 1
+    pq.write_table(pa.table({"decision_id": [0, 0, 1, 2], "action": [action[0], other, action[1], action[2]],
+                             "prob": [1.0, 0.0, 1.0, 1.0]}), tmp_path / "zero.parquet")
+    policies = {"p": load_policy(tmp_path / "p.parquet", logs, "p"),
+                "zero": load_policy(tmp_path / "zero.parquet", logs, "zero")}
+    pq.write_table(pa.table({"decision_id": [0, 1], "action": action[:2], "q_hat": [0.5, 0.25]}), tmp_path / "q.parquet")
     with pytest.raises(InputError) as exc:
-        q.lookup(np.arange(3), logs.action_code, "dr")
-    assert exc.value.problems[0].rows == 1 and str(tmp_path / "q.parquet") in str(exc.value)
+        load_q_hat(tmp_path / "q.parquet", logs, policies)
+    problems = {p.message: p for p in exc.value.problems}
+    # decision 2 is unpredicted: its logged action, and the action both policies give probability 1
+    assert [p.rows for p in exc.value.problems] == [1, 1, 1]
+    assert all(any(what in m for m in problems) for what in ("logged action", "policy 'p'", "policy 'zero'"))
+    assert all(str(tmp_path / "q.parquet") in str(p) for p in exc.value.problems)
+    # with decision 2 predicted, the zero-probability pair (0, other) needs no prediction
+    pq.write_table(pa.table({"decision_id": [0, 1, 2], "action": action[:3], "q_hat": [0.5, 0.25, 0.1]}),
+                   tmp_path / "q.parquet")
+    q = load_q_hat(tmp_path / "q.parquet", logs, policies)
+    np.testing.assert_array_equal(q.logged, [0.5, 0.25, 0.1])
+    np.testing.assert_array_equal(q.expected["zero"], [0.5, 0.25, 0.1])
 
 
 def _q_hat_frame(logs_df: pd.DataFrame, n_actions: int, seed: int) -> pd.DataFrame:
@@ -330,8 +342,8 @@ def test_q_hat_in_decision_order_and_shuffled_give_the_same_expectations(tmp_pat
     results = []
     for name, frame in (("sorted", pairs), ("shuffled", pairs.sample(frac=1.0, random_state=5))):
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / f"{name}.parquet")
-        q = load_q_hat(tmp_path / f"{name}.parquet", logs)
-        results.append((q.lookup(np.arange(logs.n), logs.action_code, "logged"), q.expected(policy, logs.n, "p")))
+        q = load_q_hat(tmp_path / f"{name}.parquet", logs, {"p": policy})
+        results.append((q.logged, q.expected["p"]))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     # the reference: a pandas join, then the probability-weighted sum per decision
@@ -395,22 +407,27 @@ def test_a_fingerprint_hashed_ahead_is_the_file_as_it_is_when_asked(tmp_path):
 
 def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_path, monkeypatch):
     """Batches that split a decision's predictions, and predictions of decisions outside the logs,
-    give the CSR form of the whole-file path; the whole table is never read."""
+    give the joins of the whole-file path; the whole table is never read."""
     from datasets import feedback
     table = _logs_table(300, start=50, seed=8)
     pq.write_table(table, tmp_path / "logs.parquet")
     logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
     pairs = _q_hat_frame(table.to_pandas(), 7, seed=9)
+    policy_df = pairs[["decision_id", "action"]].assign(
+        prob=1.0 / pairs.groupby("decision_id")["action"].transform("size"))
+    pq.write_table(pa.Table.from_pandas(policy_df, preserve_index=False), tmp_path / "p.parquet")
+    policies = {"p": load_policy(tmp_path / "p.parquet", logs, "p")}
+    assert policies["p"].in_row_order
     outside = pd.DataFrame({"decision_id": [10, 11, 400], "action": [1, 2, 3], "q_hat": [9.0, 9.0, 9.0]})
     pairs = pd.concat([outside[:2], pairs, outside[2:]]).reset_index(drop=True)
     pq.write_table(pa.Table.from_pandas(pairs, preserve_index=False), tmp_path / "sorted.parquet", row_group_size=7)
     pq.write_table(pa.Table.from_pandas(pairs.sample(frac=1.0, random_state=1), preserve_index=False),
                    tmp_path / "shuffled.parquet")
-    whole = load_q_hat(tmp_path / "shuffled.parquet", logs)
-    monkeypatch.setattr(feedback, "_BATCH_ROWS", 5)
-    monkeypatch.setattr(feedback, "_keyed_table", lambda *a, **k: pytest.fail("read the whole table"))
-    streamed = load_q_hat(tmp_path / "sorted.parquet", logs)
-    for got, want in ((streamed.start, whole.start), (streamed.action_code, whole.action_code),
-                      (streamed.values, whole.values)):
-        np.testing.assert_array_equal(got, want)
-    assert streamed.start[-1] == len(pairs) - 3
+    whole = load_q_hat(tmp_path / "shuffled.parquet", logs, policies)
+    for batch_rows in (1, 5, 1000):
+        monkeypatch.setattr(feedback, "_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(feedback, "_keyed_table", lambda *a, **k: pytest.fail("read the whole table"))
+        streamed = load_q_hat(tmp_path / "sorted.parquet", logs, policies)
+        np.testing.assert_array_equal(streamed.logged, whole.logged)
+        np.testing.assert_array_equal(streamed.expected["p"], whole.expected["p"])
+    assert not np.isnan(whole.logged).any() and np.all(whole.expected["p"] != 0)
