@@ -593,6 +593,11 @@ class _PredictionJoin:
                 start, codes, values, first_row, _int64(p.row[lo:hi]), _int64(p.action_code[lo:hi]),
                 _float64(p.prob[lo:hi]), self.expected[name][first_row:stop])
 
+    def add_batch(self, first: tuple, rest: tuple, first_row: int, stop: int) -> None:
+        """Join log row first_row (predictions `first`) and rows first_row + 1 .. stop - 1 (`rest`)."""
+        self.add(*first, first_row, first_row + 1)
+        self.add(*rest, first_row + 1, stop)
+
     def result(self) -> RewardPredictions:
         problems = [Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
                             column="q_hat", rows=count,
@@ -657,29 +662,37 @@ def _q_hat_in_one_pass(path: str | Path, logs: LoggedData, column: str, schema: 
                        policies: dict[str, PolicyTable]) -> RewardPredictions:
     """The predictions of a file in (decision, action) order, joined batch by batch: each batch's
     complete log rows are joined, and the predictions of its last row wait for the next batch, which
-    may continue them. Raises `_ReadWhole` when the file or a policy is not in order."""
+    may continue them. A batch is joined (compiled, without the GIL) in a second thread while the next
+    one is read and mapped; each log row is joined once, so the result does not depend on timing.
+    Raises `_ReadWhole` when the file or a policy is not in order."""
     if logs.first_id_if_ordered is None or not all(p.in_row_order for p in policies.values()):
         raise _ReadWhole
     _joins = _joins_module()
     join = _PredictionJoin(logs, policies, str(path))
     held = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))  # row `first_row`'s, so far
     first_row, last_code = 0, -1
-    for row, code, value in _keyed_batches(path, logs, column, schema.decision_id, schema.action, schema.position,
-                                           zero_allowed=True, probability=False):
-        if not _joins.ascending_pairs(row, code, first_row if held[0].size else -1, last_code):
-            raise _ReadWhole
-        if not row.size:
-            continue
-        last_code, last = int(code[-1]), int(row[-1])
-        cont = int(np.searchsorted(row, first_row, side="right"))  # entries that continue the held row
-        if last > first_row:
-            join.add(*(np.concatenate([h, b[:cont]]) for h, b in zip(held, (row, code, value))), first_row,
-                     first_row + 1)
-            split = int(np.searchsorted(row, last))
-            join.add(row[cont:split], code[cont:split], value[cont:split], first_row + 1, last)
-            held, first_row = (row[split:], code[split:], value[split:]), last
-        else:
-            held = tuple(np.concatenate([h, b]) for h, b in zip(held, (row, code, value)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-q-hat") as pool:
+        joining: Future | None = None
+        for row, code, value in _keyed_batches(path, logs, column, schema.decision_id, schema.action,
+                                               schema.position, zero_allowed=True, probability=False):
+            if not _joins.ascending_pairs(row, code, first_row if held[0].size else -1, last_code):
+                raise _ReadWhole
+            if not row.size:
+                continue
+            last_code, last = int(code[-1]), int(row[-1])
+            cont = int(np.searchsorted(row, first_row, side="right"))  # entries that continue the held row
+            if last > first_row:
+                split = int(np.searchsorted(row, last))
+                completed = tuple(np.concatenate([h, b[:cont]]) for h, b in zip(held, (row, code, value)))
+                if joining is not None:
+                    joining.result()  # one batch in flight: memory stays one batch
+                joining = pool.submit(join.add_batch, completed, (row[cont:split], code[cont:split],
+                                                                  value[cont:split]), first_row, last)
+                held, first_row = (row[split:], code[split:], value[split:]), last
+            else:
+                held = tuple(np.concatenate([h, b]) for h, b in zip(held, (row, code, value)))
+        if joining is not None:
+            joining.result()
     join.add(*held, first_row, logs.n)
     return join.result()
 
