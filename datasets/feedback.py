@@ -137,7 +137,7 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if dense is not None:  # O(n) by direct addressing instead of hashing
         low, high = dense
         present = np.zeros(high - low + 1, dtype=bool)
-        present[values - low] = True
+        present[values - low if low else values] = True
         uniques = np.flatnonzero(present).astype(values.dtype) + low
         return _offsets_if_complete(values, low, high, uniques), uniques
     import pandas as pd  # hashing beats sorting for strings and sparse ids
@@ -546,7 +546,7 @@ def logging_policy(logs: LoggedData) -> PolicyTable:
     """The built-in `logging` policy: it took the logged action, so its weight is 1 on every row."""
     rows = np.arange(logs.n, dtype=np.int64)
     return PolicyTable(name="logging", source="(logged actions)", row=rows, action_code=logs.action_code,
-                       prob=np.ones(logs.n), pi_logged=logs.propensity)
+                       prob=np.broadcast_to(1.0, logs.n), pi_logged=logs.propensity, in_row_order=True)
 
 
 @dataclass

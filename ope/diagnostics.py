@@ -20,7 +20,12 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     significantly above 1 can only mean wrong propensities.
     """
     n = len(weight)
-    total, total_sq = float(np.sum(weight)), float(np.dot(weight, weight))
+    top = float(weight.max()) if n else 0.0
+    constant = n and top == float(weight.min())  # the logging policy's weights are all 1: nothing to sum or sort
+    if constant:
+        total, total_sq = n * top, n * top * top
+    else:
+        total, total_sq = float(np.sum(weight)), float(np.dot(weight, weight))
     mean = total / n
     # from the two sums, not np.std: no full-size temporaries (weights are O(1), so no cancellation to fear)
     se = math.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1) / n) if n > 1 else math.nan
@@ -30,10 +35,8 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     unsupported = min(1.0, max(0.0, 1.0 - mean))
     unsupported_lower = min(1.0, max(0.0, 1.0 - mean - margin))
     unsupported_upper = min(1.0, max(0.0, 1.0 - mean + margin))
-    top = float(weight.max()) if n else 0.0
-    constant = n and top == float(weight.min())  # the logging policy's weights are all 1: nothing to sort
     qs = [top] * 3 if constant else np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
-    n_positive = int(np.count_nonzero(weight > 0))
+    n_positive = (n if top > 0 else 0) if constant else int(np.count_nonzero(weight > 0))
     edges = _edges(top)
     counts = _histogram(np.array([top]), edges) * n if constant else _histogram(weight, edges)
     return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -208,25 +209,18 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                                  f"{', '.join(s.identifier for s in specs if s.needs_model)} need",
                                  fix="add x_* columns, pass --context, or give --q-hat"))
 
-    # exactly 1 for the logging policy: it took the logged action
-    weights = {name: np.ones(logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
+    # exactly 1 for the logging policy: it took the logged action (a read-only view of one 1.0)
+    weights = {name: np.broadcast_to(1.0, logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
                for name, p in all_policies.items()}
     category_weights = {name: _category_weights(logs, p, config) for name, p in all_policies.items()} \
         if any(s.needs_categories for s in specs) else {}
-    diagnostics = {}
-    for name, p in all_policies.items():
-        diag = weight_diagnostics(weights[name])
-        diag["unlogged_mass"] = float(np.sum(p.prob[p.action_code >= len(logs.actions)])) / logs.n
-        diag["compact_form"] = p.compact
-        diag["estimated_propensities"] = logs.propensity_source == "estimated"
-        diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=p.compact)
-        if diag["unlogged_mass"] > 0:
-            diag["warnings"].append(f"{diag['unlogged_mass']:.2%} of the candidate's probability is on streams that no "
-                                    "logged row shows: importance weighting learns nothing about them, and the reward "
-                                    "model can only extrapolate. Pass --actions to reject streams outside the catalogue.")
-        diagnostics[name] = diag
-
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
+    # the diagnostics' sorts and searches run in a second thread while the estimators run (NumPy
+    # releases the GIL); each is a pure function of the arrays, so the results do not depend on timing
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-diagnostics")
+    diagnosed = {name: pool.submit(_policy_diagnostics, logs, p, weights[name]) for name, p in all_policies.items()}
+    summarised = pool.submit(_data_summary, logs, reward_arrays)
+    pool.shutdown(wait=False)
     # a weight bound from the data (1 / smallest propensity) would make "guaranteed" a claim about the
     # sample: without a configured bound the Bernstein interval says it uses the observed range
     max_weight = config.max_weight
@@ -234,6 +228,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
     engines: dict[str, IntervalEngine] = {}
     warnings: list[str] = []
+    qualities: dict[str, dict | None] = {}
     for spec in rewards:
         metric = spec.name
         reward = reward_arrays[metric]
@@ -242,6 +237,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
             step(f"reward model for {metric}")
             q_logged, q_pi, quality = _model_predictions(logs, all_policies, reward,
                                                          (q_hat or {}).get(metric), config)
+        qualities[metric] = quality
         step(f"estimating {metric}")
         terms: dict[str, dict[str, Terms]] = {}
         reward_range = _reward_range(metric, reward, config)
@@ -274,16 +270,31 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                for r in results[metric].values() for e in r.estimates.values()):
             warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
                             f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight.")
-        for name in all_policies:
-            diag = dict(diagnostics[name])
-            diag["reward_model"] = quality
-            diag["warnings"] = diag["warnings"] + reward_model_warning(quality)
-            results[metric][name].diagnostics = diag
 
     windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
-    return EvaluationResult(config=config, data=_data_summary(logs, reward_arrays), baseline=config.baseline,
+    for metric, by_policy in results.items():
+        for name, result in by_policy.items():
+            diag = dict(diagnosed[name].result())
+            diag["reward_model"] = qualities[metric]
+            diag["warnings"] = diag["warnings"] + reward_model_warning(qualities[metric])
+            result.diagnostics = diag
+    return EvaluationResult(config=config, data=summarised.result(), baseline=config.baseline,
                             metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)),
                             engines=engines)
+
+
+def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarray) -> dict:
+    """Weight diagnostics, the probability on streams no logged row shows, and their warnings."""
+    diag = weight_diagnostics(weight)
+    diag["unlogged_mass"] = float(np.sum(policy.prob[policy.action_code >= len(logs.actions)])) / logs.n
+    diag["compact_form"] = policy.compact
+    diag["estimated_propensities"] = logs.propensity_source == "estimated"
+    diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=policy.compact)
+    if diag["unlogged_mass"] > 0:
+        diag["warnings"].append(f"{diag['unlogged_mass']:.2%} of the candidate's probability is on streams that no "
+                                "logged row shows: importance weighting learns nothing about them, and the reward "
+                                "model can only extrapolate. Pass --actions to reject streams outside the catalogue.")
+    return diag
 
 
 class IntervalEngine:
