@@ -570,13 +570,13 @@ class _PredictionJoin:
     """Joins predictions in CSR form (see `_joins`), for all log rows at once or range by range, to the
     logged actions and to each policy's listed actions, and counts the pairs that have no prediction."""
 
-    LOGGED = "the logged action"
+    LOGGED = "of the logs have no prediction for their logged action"
 
     def __init__(self, logs: LoggedData, policies: dict[str, PolicyTable], source: str):
         self.logs, self.policies, self.source = logs, policies, source
         self.logged = np.empty(logs.n)
         self.expected = {name: np.zeros(logs.n) for name in policies}
-        self.missing = dict.fromkeys([self.LOGGED, *(f"policy '{name}'" for name in policies)], 0)
+        self.missing = dict.fromkeys([self.LOGGED, *map(self._unpredicted, policies)], 0)
 
     def add(self, rows: np.ndarray, codes: np.ndarray, values: np.ndarray, first_row: int, stop: int) -> None:
         """Join the predictions of log rows first_row .. stop - 1 (`rows` ascending, in that range)."""
@@ -589,9 +589,13 @@ class _PredictionJoin:
         whole = first_row == 0 and stop == self.logs.n
         for name, p in self.policies.items():
             lo, hi = (0, len(p.row)) if whole else np.searchsorted(p.row, [first_row, stop])
-            self.missing[f"policy '{name}'"] += _joins.expected(
+            self.missing[self._unpredicted(name)] += _joins.expected(
                 start, codes, values, first_row, _int64(p.row[lo:hi]), _int64(p.action_code[lo:hi]),
                 _float64(p.prob[lo:hi]), self.expected[name][first_row:stop])
+
+    @staticmethod
+    def _unpredicted(policy: str) -> str:
+        return f"of policy '{policy}' with positive probability have no prediction"
 
     def add_batch(self, first: tuple, rest: tuple, first_row: int, stop: int) -> None:
         """Join log row first_row (predictions `first`) and rows first_row + 1 .. stop - 1 (`rest`)."""
@@ -599,8 +603,7 @@ class _PredictionJoin:
         self.add(*rest, first_row + 1, stop)
 
     def result(self) -> RewardPredictions:
-        problems = [Problem(self.source, f"(decision, action) pairs that {what} needs have no prediction",
-                            column="q_hat", rows=count,
+        problems = [Problem(self.source, what, column="q_hat", rows=count,
                             fix="predict q_hat for every action an evaluated policy gives positive probability, "
                                 "and the logged action")
                     for what, count in self.missing.items() if count]

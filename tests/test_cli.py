@@ -169,6 +169,20 @@ def test_compact_policy_without_its_column(sim_files):
     assert result.code == 2 and f"{sim_files.logs}, column 'pi_ghost'" in result.err
 
 
+def test_missing_predictions_are_reported_by_validate_per_policy(sim_files, tmp_path):
+    """q-hat for the logged actions of all but 7 decisions and nothing else: validate names both gaps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    logs = pq.read_table(sim_files.logs, columns=["decision_id", "action"])
+    q_hat = logs.append_column("q_hat", pa.array(np.ones(logs.num_rows)))
+    pq.write_table(q_hat.slice(0, logs.num_rows - 7), tmp_path / "q.parquet")
+    result = run_cli("validate", "--logs", sim_files.logs, "--policy", f"better={sim_files.policies['better']}",
+                     "--q-hat", tmp_path / "q.parquet")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"{tmp_path / 'q.parquet'}, column 'q_hat': 7 rows of the logs have no prediction" in result.err
+    assert "of policy 'better' with positive probability have no prediction" in result.err
+
+
 def test_debug_shows_the_traceback_of_invalid_input(tmp_path):
     result = run_cli("--debug", "validate", "--logs", tmp_path / "nope.parquet")
     assert result.code == 2 and "Traceback" in result.err and "does not exist" in result.err
