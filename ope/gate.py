@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from scipy import stats
-
 from datasets.errors import InputError, Problem
 from datasets.gate_config import GateConfig
 
@@ -90,8 +88,15 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
             baseline_value = metrics[crit.metric][base].estimates[estimator]["value"]
             threshold = crit.bound(baseline_value)
             se = point["se"]
-            degenerate = not (se is not None and math.isfinite(se) and se > 0)
-            p = 1.0 if degenerate else float(2 * stats.norm.sf(abs(point["difference"] - threshold) / se))
+            keys, coefs, null, _ = _criterion_contrast(crit, cand.name, base, estimator, threshold, baseline_value)
+            # the p-value of the interval method that decides the test, so that Holm's order is its own
+            p = evaluation.engines[crit.metric].p_value(keys, coefs, null)
+            degenerate = None
+            if not (se is not None and math.isfinite(se) and se > 0):
+                degenerate = "degenerate data: the difference has no variance"
+            elif not math.isfinite(p):
+                degenerate = f"the {evaluation.config.ci} interval of the difference is undefined"
+            p = 1.0 if degenerate else p
             row = {"metric": crit.metric, "rule": crit.rule, "threshold": threshold, "relative": crit.relative,
                    "difference": point["difference"], "baseline_value": baseline_value, "p_value": p}
             entry["criteria"].append(row)
@@ -108,7 +113,7 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
         # the statistical verdict first: Holm stops at the first hypothesis it cannot reject,
         # whatever the candidate's diagnostics (they can only turn a verdict into inconclusive)
         if degenerate:
-            verdict, reason = "inconclusive", "degenerate data: the difference has no variance"
+            verdict, reason = "inconclusive", degenerate
         elif stopped:
             verdict, reason = "inconclusive", (f"Holm: an earlier test could not be decided; "
                                                f"interval [{low:.4g}, {high:.4g}] vs {thr:.4g}")
@@ -136,22 +141,27 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
                       config=cfg, causal=causal_check)
 
 
-def _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha):
-    """Interval of the criterion's paired contrast, in the units of the difference.
+def _criterion_contrast(crit, name, base, estimator, threshold, baseline_value):
+    """(keys, coefficients, null value, shift) of the criterion's paired test on the same rows.
 
-    A relative threshold r |baseline| depends on the baseline's own estimate, so it is tested as one
-    contrast on the same rows, candidate - (1 + r s) baseline > 0 with s the baseline's sign, whose
-    interval carries the baseline's noise too; the interval is shifted back by r s baseline_value so
-    that it reads against the threshold in the difference's units.
+    An absolute criterion tests candidate - baseline against its threshold. A relative threshold
+    r |baseline| depends on the baseline's own estimate, so it is tested as one contrast,
+    candidate - (1 + r s) baseline against 0 with s the baseline's sign, whose interval carries the
+    baseline's noise too; adding `shift` = r s baseline reads that interval against the threshold in
+    the difference's units.
     """
-    engine = evaluation.engines[crit.metric]
+    keys = [(name, estimator), (base, estimator)]
     if not crit.relative:
-        iv = engine.difference(name, base, estimator, level_alpha)
-        return iv.ci_low, iv.ci_high, iv.method
+        return keys, [1.0, -1.0], threshold, 0.0
     r = crit.threshold if crit.rule == "improves" else -crit.threshold
-    shift = r * abs(row["baseline_value"])
-    sign = 1.0 if row["baseline_value"] >= 0 else -1.0
-    iv = engine.interval([(name, estimator), (base, estimator)], [1.0, -(1.0 + r * sign)], level_alpha)
+    sign = 1.0 if baseline_value >= 0 else -1.0
+    return keys, [1.0, -(1.0 + r * sign)], 0.0, r * abs(baseline_value)
+
+
+def _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha):
+    """Interval of the criterion's paired contrast, in the units of the difference."""
+    keys, coefs, _, shift = _criterion_contrast(crit, name, base, estimator, row["threshold"], row["baseline_value"])
+    iv = evaluation.engines[crit.metric].interval(keys, coefs, level_alpha)
     return iv.ci_low + shift, iv.ci_high + shift, iv.method
 
 

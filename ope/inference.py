@@ -160,23 +160,64 @@ def bernstein_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: fl
     the range [a, b]: `term_range`, else the terms' a-priori bounds (from a known reward range and
     weight bound), else -- no longer a guarantee, and the method says so -- the observed range.
     Only for plain-mean estimators (the self-normalised ones are ratios)."""
-    if any(t.self_normalised for t in terms):
-        raise InputError(Problem("--ci", "bernstein intervals need plain-mean estimators",
-                                 fix="use ips, dr, dm, switch-dr, dr-os or pm-ips with --ci bernstein"))
-    y = sum(c * (t.weighted + (t.direct if t.direct is not None else 0.0)) for t, c in zip(terms, coefs))
-    n = len(y)
-    value = float(np.mean(y))
-    method = "bernstein"
-    if term_range is None:
-        term_range = contrast_bounds(terms, coefs)
-    if term_range is None:
-        term_range, method = (float(np.min(y)), float(np.max(y))), "bernstein-observed-range"
-    low, high = term_range
-    var = float(np.var(y, ddof=1)) if n > 1 else math.inf
-    log_term = math.log(2.0 / (alpha / 2.0))
-    half = math.sqrt(2.0 * var * log_term / n) + 7.0 * (high - low) * log_term / (3.0 * max(n - 1, 1))
-    se = float(np.std(y, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return Interval(value, se, value - half, value + half, method)
+    bound = _BernsteinBound(terms, coefs, term_range)
+    half = bound.half_width(alpha)
+    return Interval(bound.value, bound.se, bound.value - half, bound.value + half, bound.method)
+
+
+def bernstein_p_value(terms: Sequence[Terms], coefs: Sequence[float], null: float) -> float:
+    """The smallest alpha at which the Bernstein interval of the contrast excludes `null`: the
+    half-width is A sqrt(L) + B L with L = ln(4 / alpha), so L solves a quadratic in sqrt(L)."""
+    return _BernsteinBound(terms, coefs).p_value(null)
+
+
+class _BernsteinBound:
+    """The sample quantities of `bernstein_interval`: mean, variance and range of the contrast's terms."""
+
+    def __init__(self, terms: Sequence[Terms], coefs: Sequence[float], term_range: tuple[float, float] | None = None):
+        if any(t.self_normalised for t in terms):
+            raise InputError(Problem("--ci", "bernstein intervals need plain-mean estimators",
+                                     fix="use ips, dr, dm, switch-dr, dr-os or pm-ips with --ci bernstein"))
+        y = sum(c * (t.weighted + (t.direct if t.direct is not None else 0.0)) for t, c in zip(terms, coefs))
+        self.n = n = len(y)
+        self.value = float(np.mean(y))
+        self.method = "bernstein"
+        if term_range is None:
+            term_range = contrast_bounds(terms, coefs)
+        if term_range is None:
+            term_range, self.method = (float(np.min(y)), float(np.max(y))), "bernstein-observed-range"
+        self.width = term_range[1] - term_range[0]
+        self.var = float(np.var(y, ddof=1)) if n > 1 else math.inf
+        self.se = math.sqrt(self.var / n) if n > 1 else math.nan
+
+    def _coefficients(self) -> tuple[float, float]:
+        """(A, B) of the half-width A sqrt(L) + B L."""
+        return math.sqrt(2.0 * self.var / self.n), 7.0 * self.width / (3.0 * max(self.n - 1, 1))
+
+    def half_width(self, alpha: float) -> float:
+        a, b = self._coefficients()
+        log_term = math.log(2.0 / (alpha / 2.0))
+        return a * math.sqrt(log_term) + b * log_term
+
+    def p_value(self, null: float) -> float:
+        a, b = self._coefficients()
+        distance = abs(self.value - null)
+        if not (math.isfinite(a) and math.isfinite(distance)):
+            return math.nan
+        if b > 0:
+            root = (-a + math.sqrt(a * a + 4.0 * b * distance)) / (2.0 * b)
+        elif a > 0:
+            root = distance / a
+        else:
+            return 0.0 if distance > 0 else 1.0
+        return min(1.0, 4.0 * math.exp(-root * root))
+
+
+def normal_p_value(value: float, se: float, null: float) -> float:
+    """Two-sided Wald p-value: the smallest alpha at which the normal interval excludes `null`."""
+    if not (math.isfinite(se) and se > 0 and math.isfinite(value)):
+        return math.nan
+    return math.erfc(abs(value - null) / se / math.sqrt(2.0))  # 2 Phi(-|z|), without cancellation in the tail
 
 
 # --- Poisson bootstrap ---------------------------------------------------------------------------
@@ -245,3 +286,16 @@ def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: fl
     contrast = contrast[defined]
     low, high = np.quantile(contrast, [alpha / 2.0, 1.0 - alpha / 2.0])
     return Interval(point, float(np.std(contrast, ddof=1)), float(low), float(high), "bootstrap")
+
+
+def bootstrap_p_value(replicates: np.ndarray, coefs: Sequence[float], null: float) -> float:
+    """The smallest alpha at which the percentile interval excludes `null`, counted conservatively:
+    2 (k + 1) / (B + 1) with k the replicates on the smaller side of `null` (Davison & Hinkley 1997,
+    eq. 4.11, two-sided). NaN where the interval itself is undefined."""
+    contrast = replicates @ np.asarray(coefs, dtype=np.float64)
+    defined = np.isfinite(contrast)
+    if np.mean(defined) < MIN_DEFINED_SHARE or defined.sum() < 2:
+        return math.nan
+    contrast = contrast[defined]
+    smaller_side = min(int(np.count_nonzero(contrast <= null)), int(np.count_nonzero(contrast >= null)))
+    return min(1.0, 2.0 * (smaller_side + 1) / (contrast.size + 1))

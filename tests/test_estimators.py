@@ -593,3 +593,33 @@ def test_poisson_counts_drawn_have_mean_and_variance_one():
     assert abs(counts.mean() - 1.0) < 4 * 0.0007 and abs(counts.var() - 1.0) < 4 * 0.0012
     again = inference.poisson_counts(np.random.default_rng(4), (40, 50_001))
     np.testing.assert_array_equal(counts, again)
+
+
+@pytest.mark.parametrize("ci", ["normal", "bootstrap", "bernstein"])
+def test_p_values_are_the_levels_at_which_the_intervals_exclude_the_null(ci):
+    """Holm orders the gate's tests by these p-values, so each must agree with its own interval
+    method: at a level just above p the interval excludes the null value, just below it does not
+    (the bootstrap's, counted from 1,000 replicates, within a factor of 2 either way)."""
+    from ope.estimators import Terms
+    from ope.evaluate import IntervalEngine
+    rng = np.random.default_rng(11)
+    n = 4000
+    base = rng.exponential(1.0, n).clip(0, 8)
+    cand = (base + rng.normal(0.08, 1.0, n)).clip(0, 8)
+    terms = {"cand": {"ips": Terms(weighted=cand, bounds=(0.0, 8.0))},
+             "base": {"ips": Terms(weighted=base, bounds=(0.0, 8.0))}}
+    engine = IntervalEngine(terms, EvaluationConfig(ci=ci, n_boot=1000, seed=3))
+    keys, coefs = [("cand", "ips"), ("base", "ips")], [1.0, -1.0]
+    difference = float(np.mean(cand - base))
+    below, above = (0.5, 2.0) if ci == "bootstrap" else (0.999, 1.001)
+    for null in (difference - 0.02, difference + 0.01, difference - 0.3):  # about -1.5, 0.7 and -22 se
+        p = engine.p_value(keys, coefs, null)
+        assert 0 < p <= 1
+        if 1e-12 < p < 0.5:  # a level of 1e-100 has no representable normal quantile
+            inside = engine.interval(keys, coefs, p * above)
+            assert not inside.ci_low <= null <= inside.ci_high, (null, p)
+        if p > (0.02 if ci == "bootstrap" else 1e-12):  # the bootstrap resolves levels down to about 2 / 1001
+            outside = engine.interval(keys, coefs, p * below)
+            assert outside.ci_low <= null <= outside.ci_high, (null, p)
+    # at the point estimate: 1 (the bootstrap's median is within a few replicates of it)
+    assert engine.p_value(keys, coefs, difference) == pytest.approx(1.0, abs=0.05)

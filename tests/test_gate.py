@@ -63,11 +63,17 @@ def test_poor_overlap_with_high_min_ess_is_inconclusive(sim_dir, tmp_path):
     assert cand["criteria"][0]["decision"] == "inconclusive"
 
 
-def test_several_candidates_use_holm_levels(sim_dir, tmp_path):
+@pytest.mark.parametrize("ci", ["normal", "bootstrap"])
+def test_several_candidates_use_holm_levels(sim_dir, tmp_path, ci):
     out = tmp_path / "gate.json"
     criteria = IMPROVES_WATCH + '[[criterion]]\nmetric = "click"\nrule = "non_inferior"\nmargin = 0.05\nrelative = true\n'
-    code = _gate(_config(sim_dir, ["better", "worse"], criteria), "--out", str(out))
+    config = _config(sim_dir, ["better", "worse"], criteria)
+    config.write_text(config.read_text().replace("alpha = 0.05\n", f'alpha = 0.05\nci = "{ci}"\n'))
+    code = _gate(config, "--out", str(out))
     doc = json.loads(out.read_text())
+    if ci == "bootstrap":  # Holm orders by the bootstrap's own p-values, 2 (k + 1) / (B + 1)
+        p_values = [c["p_value"] for cand in doc["candidates"] for c in cand["criteria"]]
+        assert all(p == 1.0 or p * 1001 / 2 == pytest.approx(round(p * 1001 / 2)) for p in p_values), p_values
     assert code == 1 and doc["multiplicity"] == {**doc["multiplicity"], "method": "holm", "n_tests": 4}
     rows = sorted((c for cand in doc["candidates"] for c in cand["criteria"]), key=lambda c: c["p_value"])
     # Holm: the k-th smallest p-value is judged at level alpha / (m - k)
@@ -194,14 +200,20 @@ def test_holm_stops_at_an_undecided_test_even_when_its_candidate_failed_diagnost
 
     metrics = {"m": {"logging": result(0.0, 0.0, 1000), "noisy": result(2.06, 1.0, 10), "good": result(2.0, 1.0, 1000)}}
 
-    class Engine:
-        def difference(self, name, base, estimator, alpha):
+    class Engine:  # normal intervals and p-values of candidate - logging, from the numbers above
+        def interval(self, keys, coefs, alpha):
             from scipy import stats
-            d = metrics["m"][name].vs_baseline["snips"]
+            assert coefs == [1.0, -1.0] and keys[1] == ("logging", "snips")
+            d = metrics["m"][keys[0][0]].vs_baseline["snips"]
             half = stats.norm.ppf(1 - alpha / 2) * d["se"]
             return Interval(d["difference"], d["se"], d["difference"] - half, d["difference"] + half, "normal")
 
-    evaluation = SimpleNamespace(metrics=metrics, engines={"m": Engine()})
+        def p_value(self, keys, coefs, null):
+            from scipy import stats
+            d = metrics["m"][keys[0][0]].vs_baseline["snips"]
+            return float(2 * stats.norm.sf(abs(d["difference"] - null) / d["se"]))
+
+    evaluation = SimpleNamespace(metrics=metrics, engines={"m": Engine()}, config=SimpleNamespace(ci="normal"))
     cfg = GateConfig(source=Path("g.toml"), logs=Path("l"), rewards={}, min_ess=100,
                      candidates=(Candidate("noisy", None), Candidate("good", None)),
                      criteria=(Criterion(metric="m", rule="improves", threshold=0.0),))
