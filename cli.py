@@ -326,9 +326,9 @@ def cmd_report(args) -> int:
                                     fix="pass files written by livegate evaluate, causal or gate --out"))
     if problems:
         raise InputError(problems)
-    from reports import document_kind
+    from reports.documents import check_complete
     for path, doc in zip(args.results, documents):
-        document_kind(doc, source=path)
+        check_complete(doc, source=path)
     _write_outputs(args, documents, _protected(*args.results), report=args.out, markdown=args.markdown)
     return EXIT_OK
 
@@ -340,21 +340,39 @@ def cmd_gate(args) -> int:
     return run_gate(args, cfg)
 
 
+#: the gate.toml key behind each command-line flag that a problem found while gating may name
+_GATE_KEYS = {"--estimators": "[evaluation] estimator", "--ci": "[evaluation] ci", "--alpha": "[evaluation] alpha",
+              "--n-boot": "[evaluation] n_boot", "--baseline": "[evaluation] baseline",
+              "--reward-range": "[reward_range]", "--reward": "[[criterion]] metric", "--policy": "[[candidate]]"}
+
+
 def run_gate(args, cfg) -> int:
+    from datasets import InputError
+
+    try:
+        return _run_gate(args, cfg)
+    except InputError as exc:  # the user wrote gate.toml, not command-line flags: name its keys
+        from dataclasses import replace
+        raise InputError([replace(p, source=str(cfg.source), message=f"{_GATE_KEYS[p.source]}: {p.message}")
+                          if p.source in _GATE_KEYS else p for p in exc.problems]) from None
+
+
+def _run_gate(args, cfg) -> int:
     from ope import EvaluationConfig, evaluate
     from ope.gate import decide
     from reports.terminal import gate_summary
 
     progress = _progress(args)
+    config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
+                              seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
+                              max_weight=cfg.max_weight)
+    config.validate()  # before reading any data
     metrics = list(dict.fromkeys(c.metric for c in cfg.criteria))
     policy_args = [f"{c.name}={c.policy}" if c.policy else c.name for c in cfg.candidates]
     logs, policies, rewards, q_hat, paths = _load_for_evaluation(
         cfg.logs, policy_args, metrics, [str(cfg.q_hat)] if cfg.q_hat else None,
         ",".join(cfg.context) if cfg.context else None, False, cfg.seed, named_rewards=cfg.rewards,
         progress=progress, actions=cfg.actions)
-    config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
-                              seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
-                              max_weight=cfg.max_weight)
     evaluation = evaluate(logs, policies, rewards, config, q_hat=q_hat, progress=progress)
     inputs = {"config": cfg.source, "logs": cfg.logs, "policies": {n: p for n, p in paths.items() if p},
               "q_hat": cfg.q_hat, "actions": cfg.actions}

@@ -240,6 +240,11 @@ class EstimatorSpec:
     def needs_categories(self) -> bool:
         return self.name == "mips"
 
+    @property
+    def self_normalised(self) -> bool:
+        """A ratio of sums (its terms have a `norm`), not a plain mean."""
+        return self.name in {"snips", "sndr"} or (self.name == "mips" and self.params.get("self_normalised", False))
+
     def terms(self, x: RowInputs) -> Terms:
         return _REGISTRY[self.name][0](x, **self.params)
 

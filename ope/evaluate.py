@@ -55,12 +55,20 @@ class EvaluationConfig:
             problems.append(Problem("--folds", "cross-fitting needs at least 2 folds"))
         if not self.estimators:
             problems.append(Problem("--estimators", "no estimator given", fix="e.g. --estimators ips,snips,dr"))
-        if problems:
-            raise InputError(problems)
-        specs = [parse_estimator(e) for e in self.estimators]
+        specs = []
+        for identifier in self.estimators:
+            try:
+                specs.append(parse_estimator(identifier))
+            except InputError as exc:
+                problems += exc.problems
         dup = {s.identifier for s in specs if [t.identifier for t in specs].count(s.identifier) > 1}
         if dup:
-            raise InputError(Problem("--estimators", f"listed twice: {', '.join(sorted(dup))}"))
+            problems.append(Problem("--estimators", f"listed twice: {', '.join(sorted(dup))}"))
+        ratios = [s.identifier for s in specs if s.self_normalised]
+        if self.ci == "bernstein" and ratios:
+            problems.append(inference.bernstein_needs_plain_means(ratios))
+        if problems:
+            raise InputError(problems)
         return specs
 
 

@@ -171,13 +171,18 @@ def bernstein_p_value(terms: Sequence[Terms], coefs: Sequence[float], null: floa
     return _BernsteinBound(terms, coefs).p_value(null)
 
 
+def bernstein_needs_plain_means(estimators: Sequence[str] = ()) -> Problem:
+    named = f" ({', '.join(estimators)}: ratios of sums)" if estimators else ""
+    return Problem("--ci", f"bernstein intervals need plain-mean estimators{named}",
+                   fix="use ips, dr, dm, switch-dr, dr-os, pm-ips or mips for bernstein intervals")
+
+
 class _BernsteinBound:
     """The sample quantities of `bernstein_interval`: mean, variance and range of the contrast's terms."""
 
     def __init__(self, terms: Sequence[Terms], coefs: Sequence[float], term_range: tuple[float, float] | None = None):
         if any(t.self_normalised for t in terms):
-            raise InputError(Problem("--ci", "bernstein intervals need plain-mean estimators",
-                                     fix="use ips, dr, dm, switch-dr, dr-os or pm-ips with --ci bernstein"))
+            raise InputError(bernstein_needs_plain_means())
         y = sum(c * (t.weighted + (t.direct if t.direct is not None else 0.0)) for t, c in zip(terms, coefs))
         self.n = n = len(y)
         self.value = float(np.mean(y))

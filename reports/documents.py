@@ -3,7 +3,8 @@
 Result documents are plain dicts loaded from JSON, written by `ope`, `causal` and the gate. The
 renderers only read them: nothing here recomputes a statistic. Reading is forgiving on purpose
 (a missing block renders as absent, a null number as a dash) because a report is most needed
-exactly when a run went partly wrong; only a document whose kind cannot be told is refused.
+exactly when a run went partly wrong; only a document whose kind cannot be told is refused (and,
+read from a file by `livegate report`, one without the core fields of its kind: `check_complete`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from . import formatting as fmt
 KINDS = ("evaluation", "causal", "gate")
 SUPPORTED_VERSION = "1"
 _SCHEMA = re.compile(r"^livegate\.([a-z_]+)/(\d+)$")
+#: kind -> the fields without which a document has nothing to report, and their JSON types
+_CORE = {"evaluation": {"policies": dict, "baseline": str},
+         "gate": {"decision": str, "candidates": list},
+         "causal": {"treatment": str, "outcome": str}}
+_COMMAND = {"evaluation": "evaluate", "gate": "gate", "causal": "causal"}
 
 
 def document_kind(doc: dict, source: str = "result document") -> str:
@@ -40,6 +46,18 @@ def document_kind(doc: dict, source: str = "result document") -> str:
                                  fix=f"render it with the livegate version that wrote it, or re-run to get "
                                      f"livegate.{match.group(1)}/{SUPPORTED_VERSION}"))
     return match.group(1)
+
+
+def check_complete(doc: dict, source: str) -> None:
+    """Refuse a document (read from a file) that lacks the core fields of its kind: livegate always
+    writes them, so such a file is truncated or not livegate's, and its report would be empty."""
+    kind = document_kind(doc, source)
+    json_type = {dict: "an object", list: "a list", str: "a string"}
+    wrong = [f'"{key}" ({"missing" if key not in doc else "not " + json_type[type_]})'
+             for key, type_ in _CORE[kind].items() if not isinstance(doc.get(key), type_)]
+    if wrong:
+        raise InputError(Problem(source, f"is an incomplete {doc['schema']} document: {', '.join(wrong)}",
+                                 fix=f"pass the complete JSON written by livegate {_COMMAND[kind]} --out"))
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,26 @@ def test_config_mistakes_that_would_loosen_the_gate_exit_2(sim_dir, capsys, extr
     assert needle in capsys.readouterr().err
 
 
+def test_evaluation_settings_are_named_by_their_gate_toml_keys(sim_dir, monkeypatch, capsys):
+    """Every wrong [evaluation] setting at once, named as the user wrote it, before any data is read."""
+    import datasets
+    config = _config(sim_dir, ["better"], IMPROVES_WATCH)
+    config.write_text(config.read_text().replace(
+        'estimator = "snips"\n', 'estimator = "snipz"\nci = "bootstrapp"\nn_boot = 50\n'))
+    monkeypatch.setattr(datasets, "load_logs", lambda *a, **k: pytest.fail("read the data"))
+    assert _gate(config) == 2
+    err = capsys.readouterr().err
+    for needle in ("[evaluation] estimator: unknown estimator 'snipz'", "[evaluation] ci: unknown interval method",
+                   "[evaluation] n_boot: 50 resamples are too few"):
+        assert f"{config}: {needle}" in err
+    assert "--" not in err.replace("--config", "")
+    config.write_text(config.read_text().replace('"snipz"', '"snips"').replace('"bootstrapp"', '"bernstein"')
+                      .replace("n_boot = 50", "n_boot = 500"))
+    assert _gate(config) == 2
+    assert "[evaluation] ci: bernstein intervals need plain-mean estimators (snips: ratios of sums)" in \
+        capsys.readouterr().err
+
+
 def test_holm_stops_at_an_undecided_test_even_when_its_candidate_failed_diagnostics():
     from types import SimpleNamespace
 

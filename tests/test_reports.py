@@ -90,6 +90,29 @@ def test_document_kind_refuses_unknown_documents_readably(doc, words):
     assert "Fix:" in str(error.value)
 
 
+def test_livegate_report_refuses_files_without_the_core_of_their_kind(tmp_path):
+    """The renderers forgive missing blocks, but a file with a schema and nothing to report is
+    truncated or not livegate's: `livegate report` names it and its missing fields, exit 2."""
+    import json
+
+    from conftest import run_cli
+    good = tmp_path / "evaluation.json"
+    good.write_text(json.dumps(fx.evaluation_document()))
+    shells = {"evaluation": {"schema": "livegate.evaluation/1", "policies": []},
+              "gate": {"schema": "livegate.gate/1", "decision": "pass"},
+              "causal": {"schema": "livegate.causal/1", "treatment": "recommended"}}
+    needles = {"evaluation": '"policies" (not an object), "baseline" (missing)', "gate": '"candidates" (missing)',
+               "causal": '"outcome" (missing)'}
+    for kind, doc in shells.items():
+        path = tmp_path / f"{kind}-shell.json"
+        path.write_text(json.dumps(doc))
+        result = run_cli("report", good, path, "--out", tmp_path / "report.html")
+        assert result.code == 2 and "Traceback" not in result.err
+        assert f"{path}: is an incomplete livegate.{kind}/1 document: {needles[kind]}" in result.err
+        assert not (tmp_path / "report.html").exists()
+    assert run_cli("report", good, "--out", tmp_path / "report.html").code == 0
+
+
 def test_renderers_refuse_unknown_documents_with_their_position():
     with pytest.raises(InputError, match="result document 2 of 2"):
         render_html([fx.causal_document(), {"schema": "something/1"}])
