@@ -64,10 +64,11 @@ def _say(args, text: str = "") -> None:
 def _named_path(text: str, flag: str) -> tuple[str, Path | None]:
     """NAME=PATH, or NAME alone for the compact form (pi_NAME columns in the logs)."""
     from datasets import InputError, Problem
+    from datasets.schema import is_policy_name
 
     name, eq, path = text.partition("=")
     name = name.strip()
-    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or (eq and not path.strip()):
+    if not is_policy_name(name) or (eq and not path.strip()):
         raise InputError(Problem(flag, f"cannot read '{text}'",
                                  fix=f"write {flag} NAME=PATH (letters, digits, _ . -), e.g. {flag} better=policies/better.parquet"))
     return name, (Path(path.strip()) if eq else None)

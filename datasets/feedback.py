@@ -688,7 +688,7 @@ def _q_hat_in_one_pass(path: str | Path, logs: LoggedData, column: str, schema: 
                 split = int(np.searchsorted(row, last))
                 completed = tuple(np.concatenate([h, b[:cont]]) for h, b in zip(held, (row, code, value)))
                 if joining is not None:
-                    joining.result()  # one batch in flight: memory stays one batch
+                    joining.result()  # one batch in flight: memory stays a few batches
                 joining = pool.submit(join.add_batch, completed, (row[cont:split], code[cont:split],
                                                                   value[cont:split]), first_row, last)
                 held, first_row = (row[split:], code[split:], value[split:]), last

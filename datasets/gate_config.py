@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import InputError, Problem
 from .rewards import RewardSpec, parse_reward
+from .schema import is_policy_name
 
 RULES = ("improves", "non_inferior")
 OUTPUT_KEYS = ("out", "report", "markdown", "junit")
@@ -153,7 +154,10 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
     for i, cand in enumerate(raw_candidates):
         name = get(cand, f"candidate {i + 1}", "name", str, required=True)
         policy = get(cand, f"candidate {i + 1}", "policy", str)
-        if name:
+        if name and not is_policy_name(name):
+            problems.append(Problem(src, f"[[candidate]] {i + 1} has the name '{name}'",
+                                    fix="name candidates with letters, digits, _ . - only"))
+        elif name:
             candidates.append(Candidate(name=name, policy=(base / policy) if policy else None))
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):

@@ -55,6 +55,11 @@ SUM_TO_ONE_TOL = 1e-6
 #: Name of the built-in logging policy.
 LOGGING_POLICY = "logging"
 
+
+def is_policy_name(name: str) -> bool:
+    """Letters, digits, '_', '.' and '-': a policy's name is a column suffix (pi_NAME) and a JSON key."""
+    return bool(name) and name.replace("_", "").replace("-", "").replace(".", "").isalnum()
+
 #: Prefixes of the compact policy form: per-row columns pi_<NAME> and qpi_<NAME>.
 COMPACT_PI_PREFIX = "pi_"
 COMPACT_QPI_PREFIX = "qpi_"

@@ -229,57 +229,28 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     diagnosed = {name: pool.submit(_policy_diagnostics, logs, p, weights[name]) for name, p in all_policies.items()}
     summarised = pool.submit(_data_summary, logs, reward_arrays)
     pool.shutdown(wait=False)
-    # a weight bound from the data (1 / smallest propensity) would make "guaranteed" a claim about the
-    # sample: without a configured bound the Bernstein interval says it uses the observed range
-    max_weight = config.max_weight
     results: dict[str, dict[str, PolicyResult]] = {}
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
     engines: dict[str, IntervalEngine] = {}
     warnings: list[str] = []
     qualities: dict[str, dict | None] = {}
-    for spec in rewards:
-        metric = spec.name
-        reward = reward_arrays[metric]
-        q_logged = q_pi = quality = None
-        if any(s.needs_model for s in specs):
-            step(f"reward model for {metric}")
-            q_logged, q_pi, quality = _model_predictions(logs, all_policies, reward,
-                                                         (q_hat or {}).get(metric), config)
-        qualities[metric] = quality
-        step(f"estimating {metric}")
-        terms: dict[str, dict[str, Terms]] = {}
-        reward_range = _reward_range(metric, reward, config)
-        if reward_range is not None and q_logged is not None:
-            # a model may extrapolate past the reward's range; inside it DR's terms stay bounded
-            q_logged = np.clip(q_logged, *reward_range)
-            q_pi = {k: np.clip(v, *reward_range) for k, v in q_pi.items()}
-        for name in all_policies:
-            inputs = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
-                               q_pi=None if q_pi is None else q_pi.get(name),
-                               category_weight=category_weights.get(name), alpha=config.alpha,
-                               reward_range=reward_range,
-                               max_weight=1.0 if name == LOGGING_POLICY else max_weight,
-                               unit_weight=name == LOGGING_POLICY)
-            terms[name] = {}
-            for s in specs:
-                if s.needs_model and inputs.q_pi is None:
-                    warnings.append(f"{s.identifier} skipped for '{name}': no reward-model prediction under it "
-                                    f"(compact form without {COMPACT_QPI_PREFIX}{name}).")
-                    continue
-                if s.needs_categories and inputs.category_weight is None:
-                    warnings.append(f"{s.identifier} skipped for '{name}': needs {config.category_column} and "
-                                    f"{config.category_propensity_column} columns and a long-format policy.")
-                    continue
-                terms[name][s.identifier] = s.terms(inputs)
-        all_terms[metric] = terms
-        engines[metric] = IntervalEngine(terms, config)
-        results[metric] = _intervals(engines[metric], config)
-        if any(e.get("ci_method") == "bernstein-observed-range"
-               for r in results[metric].values() for e in r.estimates.values()):
-            warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
-                            f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight.")
-
-    windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
+    try:
+        for spec in rewards:
+            metric = spec.name
+            all_terms[metric], qualities[metric] = _metric_terms(
+                metric, reward_arrays[metric], logs, all_policies, weights, category_weights, specs,
+                (q_hat or {}).get(metric), config, step, warnings)
+            engines[metric] = IntervalEngine(all_terms[metric], config)
+            results[metric] = _intervals(engines[metric], config)
+            if any(e.get("ci_method") == "bernstein-observed-range"
+                   for r in results[metric].values() for e in r.estimates.values()):
+                warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
+                                f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight.")
+        windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
+    except BaseException:
+        for future in [*diagnosed.values(), summarised]:
+            future.cancel()  # the one running finishes; the others never start
+        raise
     for metric, by_policy in results.items():
         for name, result in by_policy.items():
             diag = dict(diagnosed[name].result())
@@ -289,6 +260,44 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     return EvaluationResult(config=config, data=summarised.result(), baseline=config.baseline,
                             metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)),
                             engines=engines)
+
+
+def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: Mapping[str, PolicyTable],
+                  weights: Mapping[str, np.ndarray], category_weights: Mapping[str, np.ndarray | None],
+                  specs: Sequence[EstimatorSpec], q_hat: RewardPredictions | None, config: EvaluationConfig,
+                  step: Callable[[str], None], warnings: list[str]) -> tuple[dict[str, dict[str, Terms]], dict | None]:
+    """Every (policy, estimator)'s per-row terms for one metric, and the reward model's quality."""
+    q_logged = q_pi = quality = None
+    if any(s.needs_model for s in specs):
+        step(f"reward model for {metric}")
+        q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config)
+    step(f"estimating {metric}")
+    reward_range = _reward_range(metric, reward, config)
+    if reward_range is not None and q_logged is not None:
+        # a model may extrapolate past the reward's range; inside it DR's terms stay bounded
+        q_logged = np.clip(q_logged, *reward_range)
+        q_pi = {k: np.clip(v, *reward_range) for k, v in q_pi.items()}
+    terms: dict[str, dict[str, Terms]] = {}
+    for name in policies:
+        # a weight bound from the data (1 / smallest propensity) would make "guaranteed" a claim about
+        # the sample: without a configured bound the Bernstein interval says it uses the observed range
+        inputs = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
+                           q_pi=None if q_pi is None else q_pi.get(name),
+                           category_weight=category_weights.get(name), alpha=config.alpha, reward_range=reward_range,
+                           max_weight=1.0 if name == LOGGING_POLICY else config.max_weight,
+                           unit_weight=name == LOGGING_POLICY)
+        terms[name] = {}
+        for s in specs:
+            if s.needs_model and inputs.q_pi is None:
+                warnings.append(f"{s.identifier} skipped for '{name}': no reward-model prediction under it "
+                                f"(compact form without {COMPACT_QPI_PREFIX}{name}).")
+                continue
+            if s.needs_categories and inputs.category_weight is None:
+                warnings.append(f"{s.identifier} skipped for '{name}': needs {config.category_column} and "
+                                f"{config.category_propensity_column} columns and a long-format policy.")
+                continue
+            terms[name][s.identifier] = s.terms(inputs)
+    return terms, quality
 
 
 def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarray) -> dict:

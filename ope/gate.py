@@ -92,10 +92,10 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
             # the p-value of the interval method that decides the test, so that Holm's order is its own
             p = evaluation.engines[crit.metric].p_value(keys, coefs, null)
             degenerate = None
-            if not (se is not None and math.isfinite(se) and se > 0):
+            if se == 0:
                 degenerate = "degenerate data: the difference has no variance"
-            elif not math.isfinite(p):
-                degenerate = f"the {evaluation.config.ci} interval of the difference is undefined"
+            elif se is None or not (math.isfinite(se) and math.isfinite(p)):
+                degenerate = f"degenerate data: the {evaluation.config.ci} interval of the difference is undefined"
             p = 1.0 if degenerate else p
             row = {"metric": crit.metric, "rule": crit.rule, "threshold": threshold, "relative": crit.relative,
                    "difference": point["difference"], "baseline_value": baseline_value, "p_value": p}

@@ -209,12 +209,11 @@ class _BernsteinBound:
         distance = abs(self.value - null)
         if not (math.isfinite(a) and math.isfinite(distance)):
             return math.nan
-        if b > 0:
-            root = (-a + math.sqrt(a * a + 4.0 * b * distance)) / (2.0 * b)
-        elif a > 0:
-            root = distance / a
-        else:
+        denominator = a + math.sqrt(a * a + 4.0 * b * distance)
+        if denominator == 0:  # no spread and no range: any distance is decisive
             return 0.0 if distance > 0 else 1.0
+        # the positive root of B s^2 + A s - distance = 0, s = sqrt(L), in the form without cancellation
+        root = 2.0 * distance / denominator
         return min(1.0, 4.0 * math.exp(-root * root))
 
 
@@ -299,7 +298,7 @@ def bootstrap_p_value(replicates: np.ndarray, coefs: Sequence[float], null: floa
     eq. 4.11, two-sided). NaN where the interval itself is undefined."""
     contrast = replicates @ np.asarray(coefs, dtype=np.float64)
     defined = np.isfinite(contrast)
-    if np.mean(defined) < MIN_DEFINED_SHARE or defined.sum() < 2:
+    if np.mean(defined) < MIN_DEFINED_SHARE or defined.sum() < 2 or not math.isfinite(null):
         return math.nan
     contrast = contrast[defined]
     smaller_side = min(int(np.count_nonzero(contrast <= null)), int(np.count_nonzero(contrast >= null)))

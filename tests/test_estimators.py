@@ -469,7 +469,7 @@ def sim_files(tmp_path_factory):
 def _write_exact_q_hat(sim, metric: str, path) -> None:
     rows = np.repeat(np.arange(sim.slates.shape[0]), sim.slates.shape[1])
     frame = pd.DataFrame({"decision_id": rows, "action": sim.slates.ravel(), "q_hat": sim.expected[metric].ravel()})
-    frame = frame[frame["action"].isin(np.unique(sim.logs["action"]))]   # load_q_hat rejects unlogged streams
+    frame = frame[frame["action"].isin(np.unique(sim.logs["action"]))]   # streams the logs show
     frame.to_parquet(path, index=False)
 
 

@@ -105,6 +105,7 @@ def test_missing_policy_file_exits_2_with_message(sim_dir, tmp_path, capsys):
     ('[data]\nlogs = "l.parquet"\n[[criterion]]\nmetric = "m"\nrule = "better"\n', "rule 'better' is unknown"),
     ('[data]\nlogs = "l.parquet"\n[[candidate]]\nname = "c"\n', "has no [[criterion]]"),
     ('[evaluation]\nalpha = 2\n', "alpha = 2 is not in (0, 1)"),
+    ('[data]\nlogs = "l.parquet"\n[[candidate]]\nname = "my worse"\n', "[[candidate]] 1 has the name 'my worse'"),
 ])
 def test_malformed_config_exits_2(tmp_path, capsys, text, needle):
     config = tmp_path / "gate.toml"
