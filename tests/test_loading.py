@@ -431,3 +431,13 @@ def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_p
         np.testing.assert_array_equal(streamed.logged, whole.logged)
         np.testing.assert_array_equal(streamed.expected["p"], whole.expected["p"])
     assert not np.isnan(whole.logged).any() and np.all(whole.expected["p"] != 0)
+
+
+def test_string_lookups_find_codes_and_miss_absent_and_mistyped_values():
+    from datasets.feedback import _lookup
+    uniques = np.array(["a", "b", "d", "zz"], dtype=object)
+    values = np.array(["d", "a", "c", None, "zz", "b"], dtype=object)
+    np.testing.assert_array_equal(_lookup(uniques, values), [2, 0, -1, -1, 3, 1])
+    assert _lookup(uniques, values).dtype == np.int64
+    np.testing.assert_array_equal(_lookup(np.array([1, 5, 9]), values), [-1] * 6)   # int ids, string keys
+    np.testing.assert_array_equal(_lookup(uniques, np.array([1, 2])), [-1, -1])       # string ids, int keys
