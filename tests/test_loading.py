@@ -330,15 +330,21 @@ def _q_hat_frame(logs_df: pd.DataFrame, n_actions: int, seed: int) -> pd.DataFra
     return pairs
 
 
-def test_q_hat_in_decision_order_and_shuffled_give_the_same_expectations(tmp_path):
-    table = _logs_table(400, start=1000, seed=3)
+def _logs_predictions_and_policy(tmp_path, n: int, start: int, seed: int):
+    """Logs of n decisions from id `start`, predictions in decision order (`_q_hat_frame`) and the
+    policy uniform over each decision's predicted actions, written and loaded."""
+    table = _logs_table(n, start=start, seed=seed)
     pq.write_table(table, tmp_path / "logs.parquet")
     logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
-    pairs = _q_hat_frame(table.to_pandas(), 7, seed=4)
+    pairs = _q_hat_frame(table.to_pandas(), 7, seed=seed + 1)
     policy_df = pairs[["decision_id", "action"]].assign(
         prob=1.0 / pairs.groupby("decision_id")["action"].transform("size"))
     pq.write_table(pa.Table.from_pandas(policy_df, preserve_index=False), tmp_path / "p.parquet")
-    policy = load_policy(tmp_path / "p.parquet", logs, "p")
+    return table, logs, pairs, policy_df, load_policy(tmp_path / "p.parquet", logs, "p")
+
+
+def test_q_hat_in_decision_order_and_shuffled_give_the_same_expectations(tmp_path):
+    table, logs, pairs, policy_df, policy = _logs_predictions_and_policy(tmp_path, 400, start=1000, seed=3)
     results = []
     for name, frame in (("sorted", pairs), ("shuffled", pairs.sample(frac=1.0, random_state=5))):
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / f"{name}.parquet")
@@ -409,14 +415,8 @@ def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_p
     """Batches that split a decision's predictions, and predictions of decisions outside the logs,
     give the joins of the whole-file path; the whole table is never read."""
     from datasets import feedback
-    table = _logs_table(300, start=50, seed=8)
-    pq.write_table(table, tmp_path / "logs.parquet")
-    logs = load_logs(tmp_path / "logs.parquet", CLICK, need_decision_id=True)
-    pairs = _q_hat_frame(table.to_pandas(), 7, seed=9)
-    policy_df = pairs[["decision_id", "action"]].assign(
-        prob=1.0 / pairs.groupby("decision_id")["action"].transform("size"))
-    pq.write_table(pa.Table.from_pandas(policy_df, preserve_index=False), tmp_path / "p.parquet")
-    policies = {"p": load_policy(tmp_path / "p.parquet", logs, "p")}
+    _, logs, pairs, _, policy = _logs_predictions_and_policy(tmp_path, 300, start=50, seed=8)
+    policies = {"p": policy}
     assert policies["p"].in_row_order
     outside = pd.DataFrame({"decision_id": [10, 11, 400], "action": [1, 2, 3], "q_hat": [9.0, 9.0, 9.0]})
     pairs = pd.concat([outside[:2], pairs, outside[2:]]).reset_index(drop=True)
