@@ -477,8 +477,8 @@ class _ReadWhole(Exception):
 def _keyed_batches(path: str | Path, logs: LoggedData, value_col: str, decision_col: str, action_col: str,
                    position_col: str, *, zero_allowed: bool, probability: bool) -> Iterator[tuple]:
     """(log row, action code, value) of each batch of a keyed file, validated and mapped onto the logs
-    like `_keyed_table` does the whole file; raises `_ReadWhole` where that cannot be done. Only one
-    batch is in memory at a time (the Arrow table of the whole file would be a second copy of it)."""
+    like `_keyed_table` does the whole file; raises `_ReadWhole` where that cannot be done. Only a batch
+    or two are in memory at a time (the Arrow table of the whole file would be a second copy of it)."""
     if logs.decision_ids is None:
         raise _ReadWhole
     dataset = open_dataset(path)
