@@ -5,9 +5,22 @@ Exit codes (DESIGN.md section 4): 0 success / gate passes, 1 gate fails, 2 inval
 """
 from __future__ import annotations
 
+import sys
+
+if not __package__:  # `python cli.py` from a checkout: this folder is the livegate package
+    import importlib.util
+    from pathlib import Path as _Path
+
+    _root = _Path(__file__).resolve().parent
+    if sys.path and _Path(sys.path[0] or ".").resolve() == _root:
+        del sys.path[0]  # the checkout's datasets/ must not shadow an installed package of that name
+    _spec = importlib.util.spec_from_file_location("livegate", _root / "__init__.py",
+                                                   submodule_search_locations=[str(_root)])
+    sys.modules["livegate"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["livegate"])
+
 import argparse
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -63,8 +76,8 @@ def _say(args, text: str = "") -> None:
 
 def _named_path(text: str, flag: str) -> tuple[str, Path | None]:
     """NAME=PATH, or NAME alone for the compact form (pi_NAME columns in the logs)."""
-    from datasets import InputError, Problem
-    from datasets.schema import is_policy_name
+    from livegate.datasets import InputError, Problem
+    from livegate.datasets.schema import is_policy_name
 
     name, eq, path = text.partition("=")
     name = name.strip()
@@ -75,7 +88,7 @@ def _named_path(text: str, flag: str) -> tuple[str, Path | None]:
 
 
 def _rewards(args_rewards: Sequence[str] | None, available: Sequence[str], named=None, source: str = "--reward"):
-    from datasets import InputError, Problem, parse_reward
+    from livegate.datasets import InputError, Problem, parse_reward
 
     named = named or {}
     if args_rewards:
@@ -92,8 +105,8 @@ def _protected(*paths) -> frozenset[Path]:
 
 
 def _provenance(inputs: dict, seed: int) -> dict:
-    from datasets import __version__
-    from datasets.io import fingerprint
+    from livegate.datasets import __version__
+    from livegate.datasets.io import fingerprint
 
     def entry(path):
         return None if path is None else {"path": str(path), "fingerprint": fingerprint(path)}
@@ -106,9 +119,9 @@ def _provenance(inputs: dict, seed: int) -> dict:
 def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, context, estimate_propensities,
                          seed, named_rewards=None, progress=lambda *_: None, actions=None):
     """Load logs, policies and predictions through the datasets layer (one validation for all)."""
-    from datasets import InputError, Problem, compact_policy, load_catalogue, load_logs, load_policy, load_q_hat
-    from datasets.feedback import compact_columns, load_joins_in_background
-    from datasets.loading import column_names, open_dataset
+    from livegate.datasets import InputError, Problem, compact_policy, load_catalogue, load_logs, load_policy, load_q_hat
+    from livegate.datasets.feedback import compact_columns, load_joins_in_background
+    from livegate.datasets.loading import column_names, open_dataset
 
     progress("reading logs")
     available = column_names(open_dataset(logs_path))
@@ -128,7 +141,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
                      need_context=True, context=_context_columns(context, available, rewards),
                      optional_extra=optional)
     if estimate_propensities:
-        from causal import estimate_propensities as estimate
+        from livegate.causal import estimate_propensities as estimate
 
         progress("estimating propensities")
         logs.propensity = estimate(logs.context.assign(action=logs.action), "action",
@@ -151,7 +164,7 @@ def _load_for_evaluation(logs_path, policy_args, rewards_args, q_hat_args, conte
 
 def _context_columns(context: str | None, available: Sequence[str], rewards) -> list[str] | None:
     """--context patterns through the schema's one selection rule (never a key or an outcome column)."""
-    from datasets import LogSchema
+    from livegate.datasets import LogSchema
 
     if not context:
         return None
@@ -163,7 +176,7 @@ def _context_columns(context: str | None, available: Sequence[str], rewards) -> 
 # --- commands --------------------------------------------------------------------------------
 
 def cmd_simulate(args) -> int:
-    from datasets.simulator import SimulationConfig, simulate, write_simulation
+    from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
 
     started = time.perf_counter()
     cfg = SimulationConfig(n_rounds=args.n_rounds, n_streams=args.n_streams, slate_size=args.slate_size,
@@ -178,7 +191,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from datasets.converters import convert_open_bandit
+    from livegate.datasets.converters import convert_open_bandit
 
     path = convert_open_bandit(args.input, args.out, args.item_context)
     _say(args, f"wrote {path}")
@@ -202,7 +215,7 @@ def cmd_validate(args) -> int:
 
 
 def _reward_ranges(items: Sequence[str] | None) -> dict[str, tuple[float, float]]:
-    from datasets import InputError, Problem
+    from livegate.datasets import InputError, Problem
 
     ranges = {}
     for item in items or []:
@@ -219,7 +232,7 @@ def _reward_ranges(items: Sequence[str] | None) -> dict[str, tuple[float, float]
 
 
 def _evaluation_config(args):
-    from ope import EvaluationConfig
+    from livegate.ope import EvaluationConfig
     return EvaluationConfig(estimators=tuple(e for e in args.estimators.split(",") if e.strip()), ci=args.ci,
                             alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, baseline=args.baseline,
                             n_folds=args.folds, reward_ranges=_reward_ranges(args.reward_range),
@@ -227,9 +240,9 @@ def _evaluation_config(args):
 
 
 def cmd_evaluate(args) -> int:
-    from datasets.io import prefetch_fingerprints
-    from ope import evaluate
-    from reports.terminal import evaluation_table
+    from livegate.datasets.io import prefetch_fingerprints
+    from livegate.ope import evaluate
+    from livegate.reports.terminal import evaluation_table
 
     progress = _progress(args)
     config = _evaluation_config(args)
@@ -252,32 +265,32 @@ def cmd_evaluate(args) -> int:
 
 
 def _write_outputs(args, documents: list[dict], protected, *, json_path=None, report=None, markdown=None, junit=None):
-    from datasets.io import write_atomic, write_json
+    from livegate.datasets.io import write_atomic, write_json
 
     report = report or getattr(args, "report", None)
     if json_path:
         write_json(json_path, documents[0], protected)
         _say(args, f"wrote {json_path}")
     if report:
-        from reports import render_html
+        from livegate.reports import render_html
         write_atomic(report, render_html(documents), protected)
         _say(args, f"wrote {report}")
     if markdown:
-        from reports import render_markdown
+        from livegate.reports import render_markdown
         write_atomic(markdown, render_markdown(documents), protected)
         _say(args, f"wrote {markdown}")
     if junit:
-        from reports import render_junit
+        from livegate.reports import render_junit
         write_atomic(junit, render_junit(documents[0]), protected)
         _say(args, f"wrote {junit}")
 
 
 def cmd_causal(args) -> int:
-    from causal import CausalConfig, run_causal_check
-    from causal.graph import parse_graph
-    from datasets import InputError, Problem
-    from datasets.io import write_atomic
-    from reports.terminal import causal_summary
+    from livegate.causal import CausalConfig, run_causal_check
+    from livegate.causal.graph import parse_graph
+    from livegate.datasets import InputError, Problem
+    from livegate.datasets.io import write_atomic
+    from livegate.reports.terminal import causal_summary
 
     progress = _progress(args)
     split = lambda s: tuple(c.strip() for c in s.split(",") if c.strip()) if s else None  # noqa: E731
@@ -313,7 +326,7 @@ def cmd_causal(args) -> int:
 def cmd_report(args) -> int:
     import json
 
-    from datasets import InputError, Problem
+    from livegate.datasets import InputError, Problem
 
     documents, problems = [], []
     for item in args.results:
@@ -327,7 +340,7 @@ def cmd_report(args) -> int:
                                     fix="pass files written by livegate evaluate, causal or gate --out"))
     if problems:
         raise InputError(problems)
-    from reports.documents import check_complete
+    from livegate.reports.documents import check_complete
     for path, doc in zip(args.results, documents):
         check_complete(doc, source=path)
     _write_outputs(args, documents, _protected(*args.results), report=args.out, markdown=args.markdown)
@@ -335,7 +348,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from datasets.gate_config import load_gate_config
+    from livegate.datasets.gate_config import load_gate_config
 
     cfg = load_gate_config(args.config)
     return run_gate(args, cfg)
@@ -348,7 +361,7 @@ _GATE_KEYS = {"--estimators": "[evaluation] estimator", "--ci": "[evaluation] ci
 
 
 def run_gate(args, cfg) -> int:
-    from datasets import InputError
+    from livegate.datasets import InputError
 
     try:
         return _run_gate(args, cfg)
@@ -359,9 +372,9 @@ def run_gate(args, cfg) -> int:
 
 
 def _run_gate(args, cfg) -> int:
-    from ope import EvaluationConfig, evaluate
-    from ope.gate import decide
-    from reports.terminal import gate_summary
+    from livegate.ope import EvaluationConfig, evaluate
+    from livegate.ope.gate import decide
+    from livegate.reports.terminal import gate_summary
 
     progress = _progress(args)
     config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
@@ -398,8 +411,8 @@ def _causal_frame(path, config):
     """The causal check's columns: treatment, outcome, the named confounders / modifiers / graph
     nodes, the context columns (x_*) the default graph picks from, and the keys. Other outcomes are
     not read: they must never be adjusted for."""
-    from datasets import LogSchema
-    from datasets.loading import column_names, open_dataset, read_table
+    from livegate.datasets import LogSchema
+    from livegate.datasets.loading import column_names, open_dataset, read_table
 
     dataset = open_dataset(path)
     schema = LogSchema()
@@ -413,7 +426,7 @@ def _causal_frame(path, config):
 
 
 def _run_causal_requirement(cfg, progress):
-    from causal import CausalConfig, run_causal_check
+    from livegate.causal import CausalConfig, run_causal_check
 
     req = cfg.causal
     config = CausalConfig(treatment=req.treatment, outcome=req.outcome, confounders=req.confounders,
@@ -427,8 +440,8 @@ def _run_causal_requirement(cfg, progress):
 
 
 def cmd_demo(args) -> int:
-    from datasets.demo import write_demo_inputs
-    from datasets.gate_config import load_gate_config
+    from livegate.datasets.demo import write_demo_inputs
+    from livegate.datasets.gate_config import load_gate_config
 
     out = Path(args.out)
     progress = _progress(args)
@@ -446,7 +459,7 @@ def cmd_demo(args) -> int:
 # --- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from datasets import __version__
+    from livegate.datasets import __version__
 
     parser = _Parser(prog="livegate", formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Offline policy evaluation and causal analysis for live-stream recommendation.",
@@ -563,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        from datasets import InputError
+        from livegate.datasets import InputError
     except Exception:  # pragma: no cover - a broken install is a bug
         traceback.print_exc()
         return EXIT_BUG
@@ -591,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("livegate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `livegate ... | head`: the reader left. 141 as for SIGPIPE: never a gate's 0
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said plainly
         if debug:
             traceback.print_exc()

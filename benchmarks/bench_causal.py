@@ -17,12 +17,10 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from causal import CausalConfig, run_causal_check  # noqa: E402
-from datasets.causal_simulator import simulate_causal  # noqa: E402
+from livegate.causal import CausalConfig, run_causal_check
+from livegate.datasets.causal_simulator import simulate_causal
 
 
 def main() -> None:
@@ -57,9 +55,9 @@ def compare_with_defaults(n_rows: int, seed: int, outcome: str) -> None:
     from econml.dml import LinearDML
     from threadpoolctl import threadpool_limits
 
-    from causal import graph as graphs
-    from causal.estimate import ate_with_interval, build_econml, fit_dowhy_econml
-    from causal.features import encode
+    from livegate.causal import graph as graphs
+    from livegate.causal.estimate import ate_with_interval, build_econml, fit_dowhy_econml
+    from livegate.causal.features import encode
 
     data, truth = simulate_causal(n_rows=n_rows, seed=seed)
     true_ate = truth["ate"][outcome]

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 N_ACTIONS, K = 50, 3
 
@@ -129,7 +128,7 @@ def run_livegate(workdir: Path, compact: bool = False) -> tuple[float, float]:
     else:
         data = ["--logs", str(workdir / "logs.parquet"), "--policy", f"cand_a={workdir / 'cand_a.parquet'}",
                 "--policy", f"cand_b={workdir / 'cand_b.parquet'}", "--q-hat", str(workdir / "q_hat.parquet")]
-    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, str(ROOT / "cli.py"), "--quiet", "evaluate", *data,
+    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "livegate", "--quiet", "evaluate", *data,
            "--reward", "watch_seconds", "--estimators", "ips,snips,dr", "--ci", "normal",
            "--out", str(workdir / "result.json")]
     start = time.perf_counter()
@@ -140,8 +139,8 @@ def run_livegate(workdir: Path, compact: bool = False) -> tuple[float, float]:
 
 
 def bench_bootstrap(n: int = 1_000_000, n_boot: int = 1000) -> float:
-    from ope.estimators import RowInputs, dr, ips, snips
-    from ope.inference import bootstrap_replicates
+    from livegate.ope.estimators import RowInputs, dr, ips, snips
+    from livegate.ope.inference import bootstrap_replicates
     rng = np.random.default_rng(1)
     terms = []
     for _ in range(2):

@@ -15,9 +15,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from datasets.simulator import SimulationConfig, simulate, write_simulation  # noqa: E402
+from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
 
 
 def peak_rss_mib() -> float:

@@ -1,7 +1,7 @@
 """Causal pre-ship check: DoWhy identification and refutation, EconML estimation, segment effects and
 a learned policy. Pure computation: DataFrames and config in, result objects out (no file I/O, no printing).
 
-    from causal import CausalConfig, run_causal_check
+    from livegate.causal import CausalConfig, run_causal_check
     result = run_causal_check(logs, CausalConfig(treatment="recommended", outcome="watch_seconds"))
     document = result.to_dict()          # the livegate.causal/1 body
     result.policy                         # long-format policy: decision_id, action, prob

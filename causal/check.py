@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from datasets.errors import InputError, Problem
-from datasets.schema import LogSchema
+from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.schema import LogSchema
 
 from . import graph as graphs
 from . import refute as refuters

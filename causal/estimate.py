@@ -10,7 +10,7 @@ import os
 import numpy as np
 from scipy import stats
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 from .features import hgb_classifier, hgb_regressor
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 #: Confounders of the default live-stream graph, in the order they are reported.
 DEFAULT_CONFOUNDERS = ("x_activity", "x_hour", "x_prime_time", "x_popularity", "x_is_new", "x_device")

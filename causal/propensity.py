@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 from .features import encode, hgb_classifier
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 
 @dataclass

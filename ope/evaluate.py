@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from datasets.errors import InputError, Problem
-from datasets.feedback import LoggedData, PolicyTable, RewardPredictions, logging_policy
-from datasets.rewards import RewardSpec
-from datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
+from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.feedback import LoggedData, PolicyTable, RewardPredictions, logging_policy
+from livegate.datasets.rewards import RewardSpec
+from livegate.datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
 
 from . import inference
 from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
@@ -85,6 +85,8 @@ class EvaluationResult:
     data: dict
     baseline: str
     metrics: dict[str, dict[str, PolicyResult]]      # metric -> policy -> result
+    #: metric -> its definition over the logs' columns, e.g. {"engagement": "watch_seconds + 50*gift_value"}
+    metric_definitions: dict[str, str] = field(default_factory=dict)
     time_windows: dict | None = None
     warnings: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)  # livegate_version, inputs, seed: filled by the caller
@@ -102,7 +104,8 @@ class EvaluationResult:
         config = asdict(self.config)
         doc = {"schema": SCHEMA, "config": config, "data": self.data, "baseline": self.baseline,
                "metric": self.primary_metric, "policies": metrics[self.primary_metric]["policies"],
-               "metrics": metrics, "time_windows": self.time_windows, "warnings": self.warnings}
+               "metrics": metrics, "metric_definitions": self.metric_definitions,
+               "time_windows": self.time_windows, "warnings": self.warnings}
         doc.update(self.provenance)
         return doc
 
@@ -258,7 +261,8 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
             diag["warnings"] = diag["warnings"] + reward_model_warning(qualities[metric])
             result.diagnostics = diag
     return EvaluationResult(config=config, data=summarised.result(), baseline=config.baseline,
-                            metrics=results, time_windows=windows, warnings=list(dict.fromkeys(warnings)),
+                            metrics=results, metric_definitions={spec.name: spec.expression for spec in rewards},
+                            time_windows=windows, warnings=list(dict.fromkeys(warnings)),
                             engines=engines)
 
 

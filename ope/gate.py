@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from datasets.errors import InputError, Problem
-from datasets.gate_config import GateConfig
+from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.gate_config import GateConfig
 
 from .evaluate import EvaluationResult
 

@@ -13,7 +13,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 from .estimators import Terms
 

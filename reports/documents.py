@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from datasets.errors import InputError, Problem
+from livegate.datasets.errors import InputError, Problem
 
 from . import formatting as fmt
 

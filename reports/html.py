@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from datasets._version import __version__
+from livegate.datasets._version import __version__
 
 from . import charts
 from . import formatting as fmt
@@ -23,7 +23,7 @@ from .documents import (Entry, alpha_of, as_dict, as_list, as_str, baseline_of, 
                         verdicts)
 
 _env = Environment(
-    loader=PackageLoader("reports", "templates"),
+    loader=PackageLoader(__package__, "templates"),
     autoescape=True,             # every value is escaped unless it is Markup we produced ourselves
     undefined=StrictUndefined,   # a template typo fails the tests instead of printing nothing
     trim_blocks=True,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from datasets.errors import InputError
+from livegate.datasets.errors import InputError
 
 from . import formatting as fmt
 from .documents import as_dict, as_list, document_kind

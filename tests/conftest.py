@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-import cli
-from datasets.simulator import SimulationConfig, simulate, write_simulation
+from livegate import cli
+from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
 
 SIM_CONFIG = SimulationConfig(n_rounds=2000, seed=1)
 

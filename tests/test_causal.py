@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
-from causal import CausalConfig, estimate_propensities, parse_graph, run_causal_check
-from datasets.causal_simulator import simulate_causal
-from datasets.errors import InputError
+from livegate import cli
+from livegate.causal import CausalConfig, estimate_propensities, parse_graph, run_causal_check
+from livegate.datasets.causal_simulator import simulate_causal
+from livegate.datasets.errors import InputError
 
 N_ROWS, SEED = 40_000, 3
 
@@ -149,7 +149,7 @@ def test_estimated_propensities_are_calibrated(confounded):
 
 
 def test_same_seed_gives_byte_identical_documents(confounded):
-    from datasets.io import dumps_json
+    from livegate.datasets.io import dumps_json
 
     data, _ = confounded
     config = CausalConfig(treatment="recommended", outcome="watch_seconds", seed=5)
@@ -218,7 +218,7 @@ def test_other_estimators_recover_the_true_effect(confounded, estimator):
 
 @pytest.mark.statistical
 def test_learned_policy_gains_over_recommending_everyone_under_the_truth(confounded, watch_result):
-    from datasets.causal_simulator import watch_effect
+    from livegate.datasets.causal_simulator import watch_effect
 
     data, _ = confounded
     tau = watch_effect(data["x_is_new"], data["x_popularity"], data["x_prime_time"])

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cli
+from livegate import cli
 from conftest import run_cli
-from datasets import InputError, RewardSpec, parse_reward
-from datasets.io import write_atomic
+from livegate.datasets import InputError, RewardSpec, parse_reward
+from livegate.datasets.io import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def one_line_usage_error(result) -> None:
 def test_version_and_help_from_a_checkout():
     version = run_process("--version")
     assert version.returncode == 0 and version.stdout.startswith("livegate ")
-    from datasets import __version__
+    from livegate.datasets import __version__
     assert __version__ in version.stdout
     helped = run_process("--help")
     assert helped.returncode == 0 and "example" in helped.stdout and "exit codes" in helped.stdout

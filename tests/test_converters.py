@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
-from datasets import load_logs, parse_reward
-from datasets.converters import open_bandit_to_logs
+from livegate import cli
+from livegate.datasets import load_logs, parse_reward
+from livegate.datasets.converters import open_bandit_to_logs
 
 
 @pytest.fixture

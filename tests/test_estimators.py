@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from datasets import simulator
-from datasets.errors import InputError
-from datasets.feedback import load_logs, load_policy, load_q_hat
-from datasets.rewards import parse_reward
-from datasets.simulator import SimulationConfig, policy_matrix, simulate, write_simulation
-from ope import inference
-from ope.diagnostics import warnings_for, weight_diagnostics
-from ope.estimators import (
+from livegate.datasets import simulator
+from livegate.datasets.errors import InputError
+from livegate.datasets.feedback import load_logs, load_policy, load_q_hat
+from livegate.datasets.rewards import parse_reward
+from livegate.datasets.simulator import SimulationConfig, policy_matrix, simulate, write_simulation
+from livegate.ope import inference
+from livegate.ope.diagnostics import warnings_for, weight_diagnostics
+from livegate.ope.estimators import (
     ESTIMATOR_NAMES,
     RowInputs,
     dm,
@@ -40,7 +40,7 @@ from ope.estimators import (
     sndr,
     switch_dr,
 )
-from ope.evaluate import EvaluationConfig, evaluate
+from livegate.ope.evaluate import EvaluationConfig, evaluate
 
 RTOL = 1e-12
 
@@ -577,7 +577,7 @@ def test_influence_covariance_equals_the_covariance_of_the_influence_functions()
 
 
 def test_weight_histogram_counts_as_numpy_histogram():
-    from ope.diagnostics import _edges, _histogram
+    from livegate.ope.diagnostics import _edges, _histogram
     rng = np.random.default_rng(2)
     for top in (1.0, 7.5, 20.0, 21.0, 950.0):
         w = np.concatenate([rng.exponential(top / 3, 20_000).clip(0, top), [0.0, top, 1.0, 2.0]])
@@ -600,8 +600,8 @@ def test_p_values_are_the_levels_at_which_the_intervals_exclude_the_null(ci):
     """Holm orders the gate's tests by these p-values, so each must agree with its own interval
     method: at a level just above p the interval excludes the null value, just below it does not
     (the bootstrap's, counted from 1,000 replicates, within a factor of 2 either way)."""
-    from ope.estimators import Terms
-    from ope.evaluate import IntervalEngine
+    from livegate.ope.estimators import Terms
+    from livegate.ope.evaluate import IntervalEngine
     rng = np.random.default_rng(11)
     n = 4000
     base = rng.exponential(1.0, n).clip(0, 8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ope.estimators import RowInputs, dr_os, ips, mips, pm_ips, switch_dr
+from livegate.ope.estimators import RowInputs, dr_os, ips, mips, pm_ips, switch_dr
 
 K, C = 40, 4
 CATEGORY = np.arange(K) % C

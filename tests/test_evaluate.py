@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
-from datasets import load_logs, load_policy, parse_reward
-from datasets.simulator import SimulationConfig, simulate, write_simulation
-from ope import EvaluationConfig, evaluate
+from livegate import cli
+from livegate.datasets import load_logs, load_policy, parse_reward
+from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
+from livegate.ope import EvaluationConfig, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_compact_form_gives_the_same_ips(sim, tmp_path):
 
 def test_estimate_propensities_marks_the_result(tmp_path):
     # a binary recommendation logged without propensities: they are estimated from the confounders
-    from datasets.causal_simulator import simulate_causal
+    from livegate.datasets.causal_simulator import simulate_causal
 
     data, _ = simulate_causal(n_rows=20_000, seed=2)
     data.drop(columns=["propensity"]).to_parquet(tmp_path / "noprop.parquet")

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cli
-from datasets.gate_config import Criterion, load_gate_config
-from datasets.simulator import SimulationConfig, simulate, write_simulation
+from livegate import cli
+from livegate.datasets.gate_config import Criterion, load_gate_config
+from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +134,9 @@ def test_config_paths_are_relative_to_the_file(sim_dir):
 
 
 def test_unsupported_mass_holds_a_candidate_back_only_on_evidence():
-    from ope.diagnostics import weight_diagnostics
-    from ope.gate import _diagnostic_failures
-    from datasets.gate_config import GateConfig
+    from livegate.ope.diagnostics import weight_diagnostics
+    from livegate.ope.gate import _diagnostic_failures
+    from livegate.datasets.gate_config import GateConfig
 
     cfg = GateConfig(source=Path("g.toml"), logs=Path("l"), candidates=(), criteria=(), rewards={},
                      max_unsupported_mass=0.01)
@@ -185,7 +185,7 @@ def test_config_mistakes_that_would_loosen_the_gate_exit_2(sim_dir, capsys, extr
 
 def test_evaluation_settings_are_named_by_their_gate_toml_keys(sim_dir, monkeypatch, capsys):
     """Every wrong [evaluation] setting at once, named as the user wrote it, before any data is read."""
-    import datasets
+    from livegate import datasets
     config = _config(sim_dir, ["better"], IMPROVES_WATCH)
     config.write_text(config.read_text().replace(
         'estimator = "snips"\n', 'estimator = "snipz"\nci = "bootstrapp"\nn_boot = 50\n'))
@@ -206,10 +206,10 @@ def test_evaluation_settings_are_named_by_their_gate_toml_keys(sim_dir, monkeypa
 def test_holm_stops_at_an_undecided_test_even_when_its_candidate_failed_diagnostics():
     from types import SimpleNamespace
 
-    from ope.evaluate import PolicyResult
-    from ope.gate import decide
-    from ope.inference import Interval
-    from datasets.gate_config import Candidate, GateConfig
+    from livegate.ope.evaluate import PolicyResult
+    from livegate.ope.gate import decide
+    from livegate.ope.inference import Interval
+    from livegate.datasets.gate_config import Candidate, GateConfig
 
     # two candidates: 'noisy' has the smaller p-value but an interval containing 0 and fails min_ess;
     # 'good' alone would pass at 95% but not at Holm's 97.5% for the first test ... it comes second,

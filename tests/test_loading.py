@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets import InputError, load_logs, load_policy, load_q_hat, logging_policy, parse_reward
-from datasets.loading import iter_batches, open_dataset, read_table
+from livegate.datasets import InputError, load_logs, load_policy, load_q_hat, logging_policy, parse_reward
+from livegate.datasets.loading import iter_batches, open_dataset, read_table
 
 CLICK = [parse_reward("click")]
 
@@ -400,7 +400,7 @@ def test_a_fingerprint_hashed_ahead_is_the_file_as_it_is_when_asked(tmp_path):
     import hashlib
     import os
 
-    from datasets.io import fingerprint, prefetch_fingerprints
+    from livegate.datasets.io import fingerprint, prefetch_fingerprints
     path = tmp_path / "logs.parquet"
     path.write_bytes(b"first version")
     prefetch_fingerprints(path, None, tmp_path / "missing.parquet")
@@ -414,7 +414,7 @@ def test_a_fingerprint_hashed_ahead_is_the_file_as_it_is_when_asked(tmp_path):
 def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_path, monkeypatch):
     """Batches that split a decision's predictions, and predictions of decisions outside the logs,
     give the joins of the whole-file path; the whole table is never read."""
-    from datasets import feedback
+    from livegate.datasets import feedback
     _, logs, pairs, _, policy = _logs_predictions_and_policy(tmp_path, 300, start=50, seed=8)
     policies = {"p": policy}
     assert policies["p"].in_row_order
@@ -434,7 +434,7 @@ def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_p
 
 
 def test_string_lookups_find_codes_and_miss_absent_and_mistyped_values():
-    from datasets.feedback import _lookup
+    from livegate.datasets.feedback import _lookup
     uniques = np.array(["a", "b", "d", "zz"], dtype=object)
     values = np.array(["d", "a", "c", None, "zz", "b"], dtype=object)
     np.testing.assert_array_equal(_lookup(uniques, values), [2, 0, -1, -1, 3, 1])

@@ -18,9 +18,9 @@ import math
 import numpy as np
 import pytest
 
-from datasets.simulator import EPSILON, SimulationConfig, _slot_moments, policy_matrix, simulate
-from ope import inference
-from ope.estimators import RowInputs, dr, ips, snips, sndr
+from livegate.datasets.simulator import EPSILON, SimulationConfig, _slot_moments, policy_matrix, simulate
+from livegate.ope import inference
+from livegate.ope.estimators import RowInputs, dr, ips, snips, sndr
 
 pytestmark = pytest.mark.statistical
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from datasets.errors import InputError
-from reports import document_kind, render_html, render_junit, render_markdown
-from reports import formatting as fmt
+from livegate.datasets.errors import InputError
+from livegate.reports import document_kind, render_html, render_junit, render_markdown
+from livegate.reports import formatting as fmt
 
 try:  # tests/ is on sys.path when it has no __init__.py (pytest's default rootdir-less import)
     import report_fixtures as fx
@@ -291,7 +291,7 @@ def test_several_documents_of_one_kind_each_render():
 
 
 def test_evaluation_verdicts_read_the_intervals():
-    from reports.documents import evaluation_verdict
+    from livegate.reports.documents import evaluation_verdict
 
     assert evaluation_verdict(fx.evaluation_document()).status == "pass"
     assert evaluation_verdict(fx.evaluation_document(policies=("logging", "worse"))).status == "fail"
@@ -390,11 +390,11 @@ def test_same_documents_give_the_same_bytes(gate_html):
 
 def test_output_does_not_depend_on_the_process(gate_html):
     """Random SVG ids or set ordering would differ between processes, not between calls."""
-    script = ("import json, sys, hashlib; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
-              "import report_fixtures as fx; from reports import render_html;"
+    script = ("import json, sys, hashlib; sys.path[:0] = [sys.argv[1]];"
+              "import report_fixtures as fx; from livegate.reports import render_html;"
               "print(hashlib.sha256(render_html([fx.gate_document()]).encode()).hexdigest())")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", script, str(ROOT), str(ROOT / "tests")], env=env,
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT / "tests")], env=env,
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == hashlib.sha256(gate_html.encode()).hexdigest()
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets.errors import InputError
-from datasets.simulator import (
+from livegate.datasets.errors import InputError
+from livegate.datasets.simulator import (
     CANDIDATE_POLICIES,
     DEVICES,
     EPSILON,
