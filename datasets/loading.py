@@ -1,7 +1,10 @@
-"""Reading logged feedback, policies and predictions from Parquet (a file or a directory, hive partitions allowed).
+"""Reading logged feedback, policies and predictions: from Parquet (a file or a directory, hive
+partitions allowed) or from memory (a pandas DataFrame or a pyarrow Table).
 
-Only the requested columns are read; `iter_batches` streams row groups for callers that aggregate
-mergeable sums. Every unreadable input becomes an `InputError` naming the file.
+Every source is opened as an object with `schema`, `to_table(columns)`, `to_batches(columns,
+batch_size)` and `count_rows()`, so that the loaders and their one validation do not care where the
+data came from. Only the requested columns are read; `iter_batches` streams row groups for callers
+that aggregate mergeable sums. Every unreadable input becomes an `InputError` naming the source.
 """
 from __future__ import annotations
 
@@ -33,11 +36,45 @@ class ParquetFileSource:
         return self._file.metadata.num_rows
 
 
-def open_dataset(path: str | Path):
-    """Open a Parquet file or a directory of them (hive partitions allowed) lazily; raise InputError
-    for missing, empty or non-Parquet input. Returns an object with `schema`, `to_table(columns)`,
-    `to_batches(columns, batch_size)` and `count_rows()`."""
-    path = Path(path)
+class TableSource:
+    """A pyarrow Table held in memory, with the interface of `ParquetFileSource` (selecting columns
+    of a Table is zero-copy)."""
+
+    def __init__(self, table: pa.Table):
+        self._table = table
+        self.schema = table.schema
+
+    def to_table(self, columns: Sequence[str]) -> pa.Table:
+        return self._table.select(list(columns))
+
+    def to_batches(self, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        return iter(self._table.select(list(columns)).to_batches(max_chunksize=batch_size))
+
+    def count_rows(self) -> int:
+        return self._table.num_rows
+
+
+def is_path(source) -> bool:
+    return isinstance(source, (str, Path))
+
+
+def source_name(source, name: str | None = None, default: str = "input") -> str:
+    """How messages name a source: its path, else `name`, else `default` (e.g. "logs")."""
+    if is_path(source):
+        return str(source)
+    return name or default
+
+
+def open_dataset(source, name: str | None = None):
+    """Open a Parquet file or a directory of them (hive partitions allowed) lazily, or wrap a pandas
+    DataFrame or a pyarrow Table; raise InputError for missing, empty, non-Parquet or unconvertible
+    input. Returns an object with `schema`, `to_table(columns)`, `to_batches(columns, batch_size)`
+    and `count_rows()`. `name` names an in-memory source in messages."""
+    if isinstance(source, (TableSource, ParquetFileSource)):
+        return source
+    if not is_path(source):
+        return TableSource(_in_memory_table(source, source_name(source, name)))
+    path = Path(source)
     source = str(path)
     if not path.exists():
         raise InputError(Problem(source, "does not exist", fix="check the path"))
@@ -58,25 +95,58 @@ def open_dataset(path: str | Path):
                                  fix="write the file with pyarrow or pandas .to_parquet(), and check it is complete")) from None
 
 
+def _in_memory_table(data, source: str) -> pa.Table:
+    """A pyarrow Table of a DataFrame or Table. pandas conversion (NaN and nullable dtypes become
+    nulls, category becomes dictionary, object strings become string) is pyarrow's; a column it
+    cannot convert (e.g. mixed strings and numbers) is reported by name, every such column at once."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    import sys
+    pd = sys.modules.get("pandas")  # a DataFrame means pandas is imported already: never import it here
+    if pd is None or not isinstance(data, pd.DataFrame):
+        raise InputError(Problem(source, f"is a {type(data).__name__}, not a Parquet path, a pandas DataFrame "
+                                 "or a pyarrow Table", fix="pass a path, a DataFrame or a pyarrow Table"))
+    try:
+        return pa.Table.from_pandas(data, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError):
+        pass
+    problems = []
+    for column in data.columns:
+        try:
+            pa.Table.from_pandas(data[[column]], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError) as exc:
+            problems.append(Problem(source, f"cannot be converted to Arrow ({_short(exc)})", column=str(column),
+                                    fix="give the column one type (numbers, strings or timestamps)"))
+    if not problems:  # e.g. duplicated column names: no single column is at fault
+        problems.append(Problem(source, "cannot be converted to Arrow",
+                                fix="give the columns distinct string names and one type each"))
+    raise InputError(problems)
+
+
 def column_names(dataset) -> list[str]:
     return list(dataset.schema.names)
 
 
-def missing_columns(path: str | Path, dataset, columns: Sequence[str]) -> list[Problem]:
+def missing_columns(source: str | Path, dataset, columns: Sequence[str]) -> list[Problem]:
+    """One problem per missing column; `source` is the path or the name of an in-memory source."""
     available = set(dataset.schema.names)
-    return [Problem(str(path), "is missing", column=c,
+    return [Problem(str(source), "is missing", column=c,
                     fix=f"add the column or map it with the matching option (available: {_list(available)})")
             for c in columns if c not in available]
 
 
-def read_table(path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),
+def read_table(path, columns: Sequence[str], optional: Sequence[str] = (),
                dataset=None, problems: list[Problem] | None = None) -> pa.Table:
     """Read `columns` plus those of `optional` that exist. Missing required columns are reported
     together, one problem each: raised at once, or appended to `problems` (the caller then goes on
-    checking the columns that exist, so that a user sees every problem of the file at once)."""
+    checking the columns that exist, so that a user sees every problem of the file at once).
+    `path` is the source (a path, or with `dataset` given, the name messages use)."""
+    label = source_name(path)
     dataset = dataset if dataset is not None else open_dataset(path)
     available = set(dataset.schema.names)
-    missing = missing_columns(path, dataset, columns)
+    missing = missing_columns(label, dataset, columns)
     if missing and problems is None:
         raise InputError(missing)
     if problems is not None:
@@ -85,20 +155,21 @@ def read_table(path: str | Path, columns: Sequence[str], optional: Sequence[str]
     try:
         return dataset.to_table(columns=wanted)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise InputError(Problem(str(path), f"could not be read ({_short(exc)})",
+        raise InputError(Problem(label, f"could not be read ({_short(exc)})",
                                  fix="check that every Parquet file is complete and has the same schema")) from None
 
 
-def iter_batches(path: str | Path, columns: Sequence[str], batch_size: int = 1 << 20) -> Iterator[pa.RecordBatch]:
+def iter_batches(path, columns: Sequence[str], batch_size: int = 1 << 20) -> Iterator[pa.RecordBatch]:
     """Stream the columns in record batches (row groups), for one-pass aggregation of per-row terms."""
+    label = source_name(path)
     dataset = open_dataset(path)
-    missing = missing_columns(path, dataset, columns)
+    missing = missing_columns(label, dataset, columns)
     if missing:
         raise InputError(missing)
     try:
         yield from dataset.to_batches(columns=list(columns), batch_size=batch_size)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise InputError(Problem(str(path), f"could not be read ({_short(exc)})",
+        raise InputError(Problem(label, f"could not be read ({_short(exc)})",
                                  fix="check that every Parquet file is complete")) from None
 
 

@@ -21,8 +21,40 @@ def _is_numeric(type_: pa.DataType) -> bool:
 
 
 def _is_key_type(type_: pa.DataType) -> bool:
-    return pa.types.is_integer(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_) \
-        or (pa.types.is_dictionary(type_) and pa.types.is_string(type_.value_type))
+    """Integers or strings, also dictionary-encoded (a pandas category column)."""
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    return pa.types.is_integer(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def check_log_columns(table: pa.Table, source: str, schema, outcomes, extra, context) -> list[Problem]:
+    """The type, nulls and values of each column of the logs that was read, column by column (a
+    problem with one column never hides another's)."""
+    present = set(table.column_names)
+    problems = []
+    if schema.action in present:
+        problems += check_key(table, source, schema.action, "action")
+    if schema.decision_id in present:
+        problems += check_key(table, source, schema.decision_id, "decision id")
+    for col in outcomes:
+        problems += check_numeric(table, source, col, "reward")
+    if schema.propensity in present:
+        problems += check_numeric(table, source, schema.propensity, "propensity")
+    for col in extra:
+        problems += check_numeric(table, source, col, "value")
+    if schema.position in present:
+        problems += check_position(table, source, schema.position)
+    if schema.timestamp in present and not pa.types.is_timestamp(table.column(schema.timestamp).type):
+        problems.append(Problem(source, f"has type {table.column(schema.timestamp).type}; timestamp must be a "
+                                "Parquet timestamp (or pandas datetime64)", column=schema.timestamp,
+                                fix="write timestamps as timestamp[us, tz=UTC]"))
+    for col in context:
+        type_ = table.column(col).type
+        if not (_is_numeric(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_)
+                or pa.types.is_dictionary(type_)):
+            problems.append(Problem(source, f"has type {type_}; context must be numeric, bool or categorical",
+                                    column=col, fix="encode it as a number or a string category"))
+    return problems
 
 
 def check_not_empty(table: pa.Table, source: str) -> list[Problem]:
@@ -149,6 +181,30 @@ def check_sum_to_one(sums: np.ndarray, covered: np.ndarray, source: str, column:
         problems.append(Problem(source, f"have probabilities that do not sum to 1 (e.g. {worst:.6g}); "
                                 f"tolerance {SUM_TO_ONE_TOL:g}", column=column, rows=n_bad,
                                 fix="normalise the probabilities per decision (and position)"))
+    return problems
+
+
+def check_distribution_sums(sums: np.ndarray, listed: np.ndarray, log_rows: np.ndarray, policy_rows: np.ndarray,
+                            source: str, column: str, position_column: str | None) -> list[Problem]:
+    """A context-free policy's checks per position p (one distribution for all, without positions):
+    `sums[p]` its total probability, `listed[p]` whether it lists p, `log_rows[p]` how many log rows
+    and `policy_rows[p]` how many policy rows have p."""
+    problems = []
+    uncovered = (log_rows > 0) & ~listed
+    if np.any(uncovered):
+        shown = ", ".join(map(str, np.flatnonzero(uncovered)[:5].tolist()))
+        problems.append(Problem(source, f"of the logs are at positions this policy does not list ({shown})",
+                                column=position_column, rows=int(log_rows[uncovered].sum()),
+                                fix="list the candidate's probabilities for every position of the logs"))
+    bad = listed & ((sums > 1.0 + SUM_TO_ONE_TOL) | (sums < 1.0 - SUM_TO_ONE_TOL))
+    if np.any(bad):
+        where = f" at position {', '.join(map(str, np.flatnonzero(bad)[:5].tolist()))}" if position_column else ""
+        worst = float(sums[bad][np.argmax(np.abs(sums[bad] - 1.0))])
+        problems.append(Problem(source, f"have probabilities that do not sum to 1{where} (e.g. {worst:.6g}); "
+                                f"tolerance {SUM_TO_ONE_TOL:g}", column=column, rows=int(policy_rows[bad].sum()),
+                                fix="normalise the probabilities" + (" per position" if position_column else "")
+                                + "; a policy without a decision_id column is context-free (one distribution for "
+                                "every decision): add decision_id if the probabilities are per decision"))
     return problems
 
 

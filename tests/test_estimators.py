@@ -21,7 +21,7 @@ from scipy import stats
 
 from livegate.datasets import simulator
 from livegate.datasets.errors import InputError
-from livegate.datasets.feedback import load_logs, load_policy, load_q_hat
+from livegate.datasets import load_logs, load_policy, load_q_hat
 from livegate.datasets.rewards import parse_reward
 from livegate.datasets.simulator import SimulationConfig, policy_matrix, simulate, write_simulation
 from livegate.ope import inference

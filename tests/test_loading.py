@@ -414,7 +414,7 @@ def test_a_fingerprint_hashed_ahead_is_the_file_as_it_is_when_asked(tmp_path):
 def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_path, monkeypatch):
     """Batches that split a decision's predictions, and predictions of decisions outside the logs,
     give the joins of the whole-file path; the whole table is never read."""
-    from livegate.datasets import feedback
+    from livegate.datasets import keyed
     _, logs, pairs, _, policy = _logs_predictions_and_policy(tmp_path, 300, start=50, seed=8)
     policies = {"p": policy}
     assert policies["p"].in_row_order
@@ -425,8 +425,8 @@ def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_p
                    tmp_path / "shuffled.parquet")
     whole = load_q_hat(tmp_path / "shuffled.parquet", logs, policies)
     for batch_rows in (1, 5, 1000):
-        monkeypatch.setattr(feedback, "_BATCH_ROWS", batch_rows)
-        monkeypatch.setattr(feedback, "_keyed_table", lambda *a, **k: pytest.fail("read the whole table"))
+        monkeypatch.setattr(keyed, "BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(keyed, "keyed_table", lambda *a, **k: pytest.fail("read the whole table"))
         streamed = load_q_hat(tmp_path / "sorted.parquet", logs, policies)
         np.testing.assert_array_equal(streamed.logged, whole.logged)
         np.testing.assert_array_equal(streamed.expected["p"], whole.expected["p"])
@@ -434,7 +434,7 @@ def test_predictions_in_decision_order_are_read_in_one_pass_batch_by_batch(tmp_p
 
 
 def test_string_lookups_find_codes_and_miss_absent_and_mistyped_values():
-    from livegate.datasets.feedback import _lookup
+    from livegate.datasets.encoding import lookup as _lookup
     uniques = np.array(["a", "b", "d", "zz"], dtype=object)
     values = np.array(["d", "a", "c", None, "zz", "b"], dtype=object)
     np.testing.assert_array_equal(_lookup(uniques, values), [2, 0, -1, -1, 3, 1])
