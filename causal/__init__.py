@@ -5,6 +5,11 @@ a learned policy. Pure computation: DataFrames and config in, result objects out
     result = run_causal_check(logs, CausalConfig(treatment="recommended", outcome="watch_seconds"))
     document = result.to_dict()          # the livegate.causal/1 body
     result.policy                         # long-format policy: decision_id, action, prob
+    result.model.effect(result.effect_modifier_matrix(logs))   # the fitted EconML estimator
+
+Inputs are read and checked by ``livegate.datasets.causal_frame`` (``read_causal_frame`` for paths,
+DataFrames and Tables; ``run_causal_check`` applies the same check to a DataFrame).
+``CausalConfig(propensity="p")`` takes P(T=1|x) from column ``p`` instead of estimating it.
 """
 from .check import CausalConfig, run_causal_check
 from .graph import (DEFAULT_CONFOUNDERS, DEFAULT_EFFECT_MODIFIERS, DEFAULT_SEGMENTS, default_graph, graph_to_dict,

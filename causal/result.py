@@ -56,10 +56,13 @@ class SegmentEffect:
     se: float
     ci_low: float
     ci_high: float
+    description: str | None = None  # readable definition, e.g. "x_popularity in [-0.41, 0.37)"
+    definition: dict = field(default_factory=dict)  # {"value": v} or bounds {"from": a, "below": b}
 
     def to_dict(self) -> dict:
         return clean({"segment": self.segment, "column": self.column, "n": self.n, "value": self.value,
-                      "se": self.se, "ci_low": self.ci_low, "ci_high": self.ci_high})
+                      "se": self.se, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                      "description": self.description, "definition": self.definition})
 
 
 @dataclass
@@ -69,6 +72,12 @@ class CausalResult:
     ``policy`` is the learned "recommend where it helps" policy in the long policy format of the data
     contract (``decision_id``, ``action``, ``prob``), or None; it is not part of the JSON document
     (the CLI writes it as Parquet), only its summary ``policy_summary`` is.
+
+    ``model`` is the fitted EconML estimator (``LinearDML``, ``CausalForestDML`` or ``DRLearner``),
+    not serialised either: call ``result.model.effect(X)``, ``effect_interval(X)``,
+    ``ate_inference(X)`` or ``sensitivity_summary()`` on it, with ``X = result.effect_modifier_matrix(frame)``
+    (the effect modifiers encoded as in the fit; ``model_info["X_columns"]`` names its columns;
+    treatment values are 0 and 1). ``model_info`` describes it in the document (key ``model``).
     """
 
     treatment: str
@@ -93,6 +102,20 @@ class CausalResult:
     policy: pd.DataFrame | None = field(default=None, repr=False)
     diagnostics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    model: Any = field(default=None, repr=False, compare=False)
+    model_info: dict = field(default_factory=dict)
+    propensity_source: str | None = None  # "column NAME" or "estimated"
+
+    def effect_modifier_matrix(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """``frame``'s effect modifiers as the fitted model's ``X`` (categorical levels one-hot
+        encoded as in the fit; levels the fit did not see are all-zero); None without effect modifiers."""
+        from .features import encode
+
+        columns = self.model_info.get("X_columns", [])
+        if not columns:
+            return None
+        encoded = encode(frame, self.effect_modifiers)
+        return encoded.reindex(columns=columns, fill_value=0.0).to_numpy(dtype=np.float64)
 
     @property
     def refutations_passed(self) -> bool:
@@ -118,6 +141,8 @@ class CausalResult:
             "refutations_passed": self.refutations_passed,
             "segments": [s.to_dict() for s in self.segments],
             "propensities": self.propensities,
+            "propensity_source": self.propensity_source,
+            "model": self.model_info or None,
             "policy": self.policy_summary,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
