@@ -97,10 +97,37 @@ def prefetch_fingerprints(*paths: str | os.PathLike | None) -> None:
     pool.shutdown(wait=False)
 
 
-def fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    pending = _PREFETCHED.pop(_identity(Path(path)), None)
-    return pending.result() if pending is not None else _sha256(Path(path))
+def fingerprint(source) -> str:
+    """sha256 of a file, of a directory's files (relative names and contents, in sorted order), or of
+    an in-memory table (pandas DataFrame or pyarrow Table) as Arrow IPC bytes."""
+    if not isinstance(source, (str, os.PathLike)):
+        return _table_sha256(source)
+    pending = _PREFETCHED.pop(_identity(Path(source)), None)
+    return pending.result() if pending is not None else _sha256(Path(source))
+
+
+def _table_sha256(table) -> str:
+    """The same rows and columns give the same hash whether a DataFrame or an Arrow table; the
+    DataFrame's index is not data and is left out."""
+    import pyarrow as pa
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    digest = hashlib.sha256()
+
+    class _Sink:  # hashes what Arrow writes instead of holding it
+        closed = False
+
+        def write(self, data):
+            digest.update(data)
+            return len(data)
+
+        def flush(self):
+            pass
+
+    with pa.ipc.new_stream(pa.PythonFile(_Sink(), mode="w"), table.schema) as writer:
+        writer.write_table(table)
+    return "sha256:" + digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:

@@ -249,6 +249,110 @@ class EstimatorSpec:
         return _REGISTRY[self.name][0](x, **self.params)
 
 
+class _Estimator(EstimatorSpec):
+    """An estimator built in code, e.g. `IPS(clip=20)`: the same object `parse_estimator("ips:clip=20")`
+    returns (one validation for both), printed as it was written."""
+
+    _name = ""
+
+    def __init__(self, **params):
+        keys = {keyword: key for key, (keyword, _) in _REGISTRY[self._name][1].items()}
+        given = [(keys[k], v) for k, v in params.items() if v is not None]
+        text = ",".join(f"{key}={_format_param(v)}" for key, v in given)
+        spec = parse_estimator(f"{self._name}:{text}" if text else self._name)
+        super().__init__(identifier=spec.identifier, name=spec.name, params=spec.params)
+
+    def __repr__(self) -> str:
+        keys = {keyword: key for key, (keyword, _) in _REGISTRY[self.name][1].items()}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items() if k in keys)})"
+
+
+def _format_param(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
+class IPS(_Estimator):
+    """Inverse propensity scoring, optionally with clipped weights: `IPS()`, `IPS(clip=50)`; see `ips`."""
+    _name = "ips"
+
+    def __init__(self, clip: float | None = None):
+        super().__init__(clip=clip)
+
+
+class SNIPS(_Estimator):
+    """Self-normalised IPS; see `snips`."""
+    _name = "snips"
+
+    def __init__(self):
+        super().__init__()
+
+
+class DM(_Estimator):
+    """Direct method (reward model only); see `dm`."""
+    _name = "dm"
+
+    def __init__(self):
+        super().__init__()
+
+
+class DR(_Estimator):
+    """Doubly robust; see `dr`."""
+    _name = "dr"
+
+    def __init__(self):
+        super().__init__()
+
+
+class SNDR(_Estimator):
+    """Self-normalised doubly robust; see `sndr`."""
+    _name = "sndr"
+
+    def __init__(self):
+        super().__init__()
+
+
+class SwitchDR(_Estimator):
+    """SWITCH-DR with threshold `tau` on the weight; see `switch_dr`."""
+    _name = "switch-dr"
+
+    def __init__(self, tau: float | None = None):
+        super().__init__(tau=tau)
+
+
+class DRos(_Estimator):
+    """DR with optimistic shrinkage `lambda_`; see `dr_os`."""
+    _name = "dr-os"
+
+    def __init__(self, lambda_: float | None = None):
+        super().__init__(lambda_=lambda_)
+
+
+class PMIPS(_Estimator):
+    """Power-mean corrected IPS; see `pm_ips`."""
+    _name = "pm-ips"
+
+    def __init__(self, lambda_: float | None = None):
+        super().__init__(lambda_=lambda_)
+
+
+class MIPS(_Estimator):
+    """Marginalised IPS over action categories; see `mips`."""
+    _name = "mips"
+
+    def __init__(self, self_normalised: bool | None = None):
+        super().__init__(self_normalised=self_normalised)
+
+
+def as_estimator(estimator: "str | EstimatorSpec") -> EstimatorSpec:
+    """An identifier such as `ips:clip=50`, or an estimator object, as the one `EstimatorSpec` form."""
+    if isinstance(estimator, EstimatorSpec):
+        return estimator
+    if isinstance(estimator, str):
+        return parse_estimator(estimator)
+    raise InputError(Problem("estimators", f"{estimator!r} is neither an estimator identifier nor an estimator",
+                             fix=f"use e.g. 'snips' or livegate.IPS(clip=20); identifiers: {', '.join(ESTIMATOR_NAMES)}"))
+
+
 # name -> (function, {parameter in the identifier: (python keyword, converter)})
 _REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]]] = {
     "ips": (ips, {"clip": ("clip", float)}),

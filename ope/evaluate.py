@@ -6,15 +6,16 @@ Input: validated arrays from `datasets` (logs, joined policies, optional q-hat);
 from __future__ import annotations
 
 import functools
+import html
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from livegate.datasets.errors import InputError, Problem
-from livegate.datasets.feedback import LoggedData, PolicyTable, RewardPredictions, logging_policy
+from livegate.datasets import LoggedData, PolicyTable, RewardPredictions, logging_policy
 from livegate.datasets.rewards import RewardSpec
 from livegate.datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
 
@@ -41,6 +42,9 @@ class EvaluationConfig:
     #: a bound on the importance weight known by design, e.g. 1 / (epsilon / K); None: unknown
     max_weight: float | None = None
     max_time_windows: int = 31
+    #: any scikit-learn regressor (or classifier, for 0/1 rewards) to cross-fit as the reward model of
+    #: DM and DR; None: HistGradientBoosting (see reward_model.py). Recorded by its repr in documents.
+    reward_model: object = None
 
     def validate(self) -> list[EstimatorSpec]:
         problems = []
@@ -99,9 +103,34 @@ class EvaluationResult:
     def estimate(self, policy: str, estimator: str, metric: str | None = None) -> dict:
         return self.metrics[metric or self.primary_metric][policy].estimates[estimator]
 
+    def to_frame(self) -> "pd.DataFrame":  # noqa: F821
+        """One tidy row per (policy, metric, estimator): the estimate, its interval, the paired
+        difference to the baseline with its interval, and the policy's weight diagnostics."""
+        import pandas as pd
+        rows = []
+        for metric, by_policy in self.metrics.items():
+            for policy, result in by_policy.items():
+                for estimator, est in result.estimates.items():
+                    diff = result.vs_baseline.get(estimator, {})
+                    rows.append({"policy": policy, "metric": metric, "estimator": estimator,
+                                 "value": est.get("value"), "se": est.get("se"), "ci_low": est.get("ci_low"),
+                                 "ci_high": est.get("ci_high"), "difference": diff.get("difference"),
+                                 "difference_ci_low": diff.get("ci_low"), "difference_ci_high": diff.get("ci_high"),
+                                 "relative": diff.get("relative"), "ess": result.diagnostics.get("ess"),
+                                 "n": result.diagnostics.get("n")})
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        head = (f"<p><b>livegate evaluation</b>: {len(self.metrics[self.primary_metric])} policies, baseline "
+                f"<code>{self.baseline}</code>, {self.config.ci} intervals at {1 - self.config.alpha:.0%}</p>")
+        notes = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
+        return head + self.to_frame().to_html(index=False, float_format="{:.4g}".format) + \
+            (f"<ul>{notes}</ul>" if notes else "")
+
     def to_dict(self) -> dict:
         metrics = {m: {"policies": {p: asdict(r) for p, r in pols.items()}} for m, pols in self.metrics.items()}
-        config = asdict(self.config)
+        config = asdict(replace(self.config, reward_model=None))
+        config["reward_model"] = None if self.config.reward_model is None else repr(self.config.reward_model)
         doc = {"schema": SCHEMA, "config": config, "data": self.data, "baseline": self.baseline,
                "metric": self.primary_metric, "policies": metrics[self.primary_metric]["policies"],
                "metrics": metrics, "metric_definitions": self.metric_definitions,
@@ -193,7 +222,7 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
     fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward,
                            {name: (p.row, p.action_code) for name, p in long_form.items()},
                            groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed,
-                           action_features=logs.action_features)
+                           action_features=logs.action_features, model=cfg.reward_model)
     q_pi = {name: long_form[name].expected(fit.q_policy[name], logs.n) for name in long_form}
     q_pi[LOGGING_POLICY] = fit.q_logged
     return fit.q_logged, q_pi, fit.quality
@@ -307,7 +336,7 @@ def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: M
 def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarray) -> dict:
     """Weight diagnostics, the probability on streams no logged row shows, and their warnings."""
     diag = weight_diagnostics(weight)
-    diag["unlogged_mass"] = float(np.sum(policy.prob[policy.action_code >= len(logs.actions)])) / logs.n
+    diag["unlogged_mass"] = policy.unlogged_probability(len(logs.actions)) / logs.n
     diag["compact_form"] = policy.compact
     diag["estimated_propensities"] = logs.propensity_source == "estimated"
     diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=policy.compact)

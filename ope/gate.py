@@ -11,6 +11,7 @@ criterion; invalid data never reaches this point (it is an input error), and deg
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 
@@ -24,14 +25,17 @@ EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 
 @dataclass
-class GateResult:
+class GateDecision:
+    """The ship decision: `decision` is pass, fail or inconclusive and `exit_code` the CLI's (0, 1, 3);
+    `evaluation` and `causal_result` are the result objects it was made from."""
+
     decision: str
     candidates: list[dict]
     multiplicity: dict
     config: GateConfig
     causal: dict | None = None
-    evaluation: dict | None = None
-    causal_result: dict | None = None
+    evaluation: object = None       # EvaluationResult
+    causal_result: object = None    # livegate.causal.CausalResult, when the gate has a causal requirement
     provenance: dict = field(default_factory=dict)
 
     @property
@@ -42,10 +46,27 @@ class GateResult:
         doc = {"schema": SCHEMA, "decision": self.decision, "exit_code": self.exit_code,
                "baseline": self.config.baseline, "estimator": self.config.estimator, "alpha": self.config.alpha,
                "ci": self.config.ci, "multiplicity": self.multiplicity, "candidates": self.candidates,
-               "causal": self.causal, "evaluation": self.evaluation, "causal_result": self.causal_result,
+               "causal": self.causal,
+               "evaluation": None if self.evaluation is None else self.evaluation.to_dict(),
+               "causal_result": None if self.causal_result is None else self.causal_result.to_dict(),
                "config": self.config.raw}
         doc.update(self.provenance)
         return doc
+
+    def to_frame(self) -> "pd.DataFrame":  # noqa: F821
+        """One row per candidate and criterion: the decision, the Holm-adjusted interval and its threshold."""
+        import pandas as pd
+        return pd.DataFrame([{"candidate": c["name"], "metric": r["metric"], "rule": r["rule"],
+                              "decision": r["decision"], "difference": r["difference"], "ci_low": r.get("ci_low"),
+                              "ci_high": r.get("ci_high"), "threshold": r["threshold"],
+                              "confidence": r.get("confidence"), "reason": r.get("reason")}
+                             for c in self.candidates for r in c["criteria"]])
+
+    def _repr_html_(self) -> str:
+        head = f"<p><b>livegate gate: {self.decision.upper()}</b> (exit code {self.exit_code})</p>"
+        causal = "" if not self.causal else \
+            f"<p>causal requirement: {self.causal['decision']} ({html.escape(self.causal['reason'])})</p>"
+        return head + self.to_frame().to_html(index=False, float_format="{:.4g}".format) + causal
 
 
 def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
@@ -60,8 +81,9 @@ def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
     return failures
 
 
-def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = None) -> GateResult:
-    """Apply the gate's criteria to an evaluation (and optionally a causal result document)."""
+def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = None) -> GateDecision:
+    """Apply the gate's criteria to an evaluation. `causal` is the causal requirement's verdict
+    (livegate.causal.requirement_verdict: a dict with "decision" pass or fail), when the gate has one."""
     estimator, base = cfg.estimator, cfg.baseline
     metrics = evaluation.metrics
     problems = [Problem(str(cfg.source), f"criterion metric '{c.metric}' was not evaluated",
@@ -131,14 +153,13 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
 
     for entry in candidates:
         entry["decision"] = _combine(c["decision"] for c in entry["criteria"])
-    causal_check = _causal_check(causal, cfg) if cfg.causal is not None else None
-    decisions = [c["decision"] for c in candidates] + ([causal_check["decision"]] if causal_check else [])
+    decisions = [c["decision"] for c in candidates] + ([causal["decision"]] if causal else [])
     multiplicity = {"method": "holm", "n_tests": m,
                     "note": f"{m} tests (candidates x criteria) at family-wise level {cfg.alpha}: the test with the "
                             f"k-th smallest p-value (k = 0, 1, ...) is judged with a 1 - {cfg.alpha}/({m} - k) "
                             "interval, and testing stops at the first that cannot be decided (Holm 1979)."}
-    return GateResult(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
-                      config=cfg, causal=causal_check)
+    return GateDecision(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
+                        config=cfg, causal=causal)
 
 
 def _criterion_contrast(crit, name, base, estimator, threshold, baseline_value):
@@ -172,28 +193,3 @@ def _combine(decisions) -> str:
     if "inconclusive" in decisions or not decisions:
         return "inconclusive"
     return "pass"
-
-
-def _causal_check(causal: dict | None, cfg: GateConfig) -> dict:
-    """The recommendation's effect must be estimated, positive (interval above 0) and survive the required
-    refutations (`[causal] refutations`, by default every one the check ran)."""
-    req = cfg.causal
-    base = {"required": True, "outcome": req.outcome, "treatment": req.treatment}
-    if not causal or not causal.get("ate") or causal["ate"].get("ci_low") is None:
-        return {**base, "decision": "fail", "reason": "the causal effect could not be estimated"}
-    ate = causal["ate"]
-    ran = {r["name"]: r for r in causal.get("refutations", [])}
-    required = list(req.refutations) if req.refutations is not None else list(ran)
-    base["required_refutations"] = required
-    missing = [name for name in required if name not in ran]
-    if missing:
-        return {**base, "decision": "fail", "ate": ate, "reason": f"refutations not run: {', '.join(missing)}"}
-    # passed is None when a refutation does not apply (e.g. sensitivity of an interval containing 0)
-    failed = [name for name in required if ran[name].get("passed") is False]
-    if failed:
-        return {**base, "decision": "fail", "ate": ate, "reason": f"refutations failed: {', '.join(failed)}"}
-    if ate["ci_low"] <= 0:
-        return {**base, "decision": "fail", "ate": ate,
-                "reason": f"the effect's interval [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] does not lie above 0"}
-    return {**base, "decision": "pass", "ate": ate,
-            "reason": f"effect {ate['value']:.4g} [{ate['ci_low']:.4g}, {ate['ci_high']:.4g}] and the required refutations passed"}

@@ -50,13 +50,16 @@ def _is_binary(y: np.ndarray) -> bool:
 def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: int, reward: np.ndarray,
                      policies: Mapping[str, tuple[np.ndarray, np.ndarray]], groups: np.ndarray | None,
                      n_folds: int = 3, seed: int = 0,
-                     action_features: pd.DataFrame | None = None) -> RewardModelFit:
+                     action_features: pd.DataFrame | None = None, model=None) -> RewardModelFit:
     """Cross-fit HistGradientBoosting on (context, action, action features) and predict out of fold.
 
     `policies` maps a name to (row, action_code) arrays of that policy's rows; `groups` are
     decision codes so that all positions of a decision share a fold; `action_features` has one
     row per action code (stream features such as category and popularity), which lets the model
-    share strength across streams instead of learning each stream id on its own.
+    share strength across streams instead of learning each stream id on its own. `model` replaces
+    HistGradientBoosting with any scikit-learn regressor, or a classifier for 0/1 rewards (its
+    predict_proba is the prediction); it is cloned per fold and sees the same numeric features
+    (categories as integer codes, a stream no logged row shows as NaN).
     """
     x_ctx, categorical = encode_context(context)
     x_act = np.zeros((n_actions, 0))
@@ -87,9 +90,18 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
     all_rows = np.arange(n)
     for k in range(n_folds):
         train, test = fold != k, fold == k
-        model = _new_model(binary, cat_mask, seed + k)
-        model.fit(features(all_rows[train], action_code[train]), reward[train])
-        predict = (lambda X: model.predict_proba(X)[:, 1]) if binary else model.predict
+        fold_model = _new_model(binary, cat_mask, seed + k) if model is None else _user_model(model, binary)
+        try:
+            fold_model.fit(features(all_rows[train], action_code[train]), reward[train])
+        except ValueError as exc:
+            if model is None:
+                raise
+            from livegate.datasets import InputError, Problem  # a user's model refusing the features
+            raise InputError(Problem("reward_model", f"{type(model).__name__} could not be fitted: {exc}",
+                                     fix="features are the context columns, the action code and stream "
+                                         "features, with NaN for missing values: use a model that accepts "
+                                         "NaN (e.g. in a Pipeline with SimpleImputer)")) from None
+        predict = _prediction(fold_model)
         q_logged[test] = predict(features(all_rows[test], action_code[test]))
         for name, (rows, actions) in policies.items():
             in_fold = test[rows]
@@ -97,6 +109,29 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
                 q_policy[name][in_fold] = predict(features(rows[in_fold], actions[in_fold]))
     return RewardModelFit(q_logged=q_logged, q_policy=q_policy,
                           quality=_quality(reward, q_logged, binary, n_folds))
+
+
+def _user_model(model, binary: bool):
+    from sklearn.base import clone, is_classifier
+
+    from livegate.datasets import InputError, Problem
+    if not (hasattr(model, "fit") and (hasattr(model, "predict") or hasattr(model, "predict_proba"))):
+        raise InputError(Problem("reward_model", f"{model!r} has no fit/predict",
+                                 fix="pass a scikit-learn regressor, or a classifier for 0/1 rewards"))
+    if is_classifier(model) and not binary:
+        raise InputError(Problem("reward_model", f"{type(model).__name__} is a classifier but the reward is not 0/1",
+                                 fix="pass a regressor for this metric"))
+    return clone(model)
+
+
+def _prediction(model):
+    """The expected reward: P(r = 1 | x, a) from a classifier, the regression otherwise."""
+    if hasattr(model, "predict_proba") and getattr(model, "classes_", None) is not None:
+        classes = list(model.classes_)
+        if len(classes) == 1:  # a fold with one reward value: the classifier can only predict it
+            return lambda X: np.full(len(X), float(classes[0]))
+        return lambda X: model.predict_proba(X)[:, classes.index(1)]
+    return model.predict
 
 
 def _new_model(binary: bool, categorical: list[bool], seed: int):

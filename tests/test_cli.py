@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livegate import cli
+from livegate.api import parse_named
 from conftest import run_cli
 from livegate.datasets import InputError, RewardSpec, parse_reward
 from livegate.datasets.io import write_atomic
@@ -135,13 +136,13 @@ def test_malformed_policy_arguments(tmp_path, sim_files, text):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("better=p/better.parquet", ("better", Path("p/better.parquet"))),
-    (" new_ranker-2.b = x.parquet ", ("new_ranker-2.b", Path("x.parquet"))),
-    ("a=b=c.parquet", ("a", Path("b=c.parquet"))),
+    ("better=p/better.parquet", ("better", "p/better.parquet")),
+    (" new_ranker-2.b = x.parquet ", ("new_ranker-2.b", "x.parquet")),
+    ("a=b=c.parquet", ("a", "b=c.parquet")),
     ("compact", ("compact", None)),
 ])
 def test_well_formed_policy_arguments(text, expected):
-    assert cli._named_path(text, "--policy") == expected
+    assert parse_named(text, "--policy") == expected
 
 
 @settings(max_examples=40, deadline=None)
@@ -152,10 +153,10 @@ def test_named_path_accepts_exactly_the_documented_names(name, path):
     text = f"{name}={path}"
     valid = bool(re.fullmatch(r"[A-Za-z0-9_.\-]*[A-Za-z0-9][A-Za-z0-9_.\-]*", name.strip())) and bool(path.strip())
     if valid:
-        assert cli._named_path(text, "--policy") == (name.strip(), Path(path.strip()))
+        assert parse_named(text, "--policy") == (name.strip(), path.strip())
     else:
         with pytest.raises(InputError):
-            cli._named_path(text, "--policy")
+            parse_named(text, "--policy")
 
 
 def test_policy_name_given_twice(sim_files):
