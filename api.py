@@ -311,7 +311,7 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
                               seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
                               max_weight=cfg.max_weight)
     config.validate()  # before reading any data
-    _schema(cfg.columns)
+    _check_causal_requirement(cfg)
     metrics = list(dict.fromkeys(c.metric for c in cfg.criteria))
     inputs = load_inputs(cfg.logs, {c.name: c.policy for c in cfg.candidates}, metrics, q_hat=cfg.q_hat,
                          context=cfg.context, columns=cfg.columns, actions=cfg.actions, seed=cfg.seed,
@@ -335,6 +335,24 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
     decision.evaluation, decision.causal_result = evaluation, causal_result
     decision.provenance = provenance(sources, cfg.seed)
     return decision
+
+
+def _check_causal_requirement(cfg) -> None:
+    """[causal] names checked before any data is read: a misspelt refutation must be a configuration
+    error, not a gate that fails because the refutation 'was not run'."""
+    if cfg.causal is None:
+        return
+    from livegate.causal.estimate import ESTIMATORS
+    from livegate.causal.refute import REFUTERS
+
+    problems = [Problem(str(cfg.source), f"[causal] refutations: '{name}' is not a refutation",
+                        fix=f"use any of {', '.join(REFUTERS)}")
+                for name in cfg.causal.refutations or () if name not in REFUTERS]
+    if cfg.causal.estimator not in ESTIMATORS:
+        problems.append(Problem(str(cfg.source), f"[causal] estimator: '{cfg.causal.estimator}' is unknown",
+                                fix=f"use one of {', '.join(ESTIMATORS)}"))
+    if problems:
+        raise InputError(problems)
 
 
 # --- outputs -----------------------------------------------------------------------------------

@@ -184,3 +184,29 @@ rule = "improves"
     (tmp_path / "bad.toml").write_text(body.replace('action = "stream_id"', 'stream = "stream_id"'))
     bad = run_cli("gate", "--config", tmp_path / "bad.toml")
     assert bad.code == 2 and "[data.columns] 'stream' is not a column role" in bad.err
+
+
+def test_unknown_causal_refutation_is_a_configuration_error(sim_files, tmp_path, monkeypatch):
+    """A misspelt refutation used to fail the gate (exit 1, 'refutations not run'); it is exit 2,
+    before any data is read."""
+    from livegate import datasets
+    monkeypatch.setattr(datasets, "load_logs", lambda *a, **k: pytest.fail("read the data"))
+    (tmp_path / "gate.toml").write_text(f"""
+[data]
+logs = "{sim_files.logs}"
+[[candidate]]
+name = "better"
+policy = "{sim_files.policies['better']}"
+[[criterion]]
+metric = "watch_seconds"
+rule = "improves"
+[causal]
+treatment = "recommended"
+outcome = "watch_seconds"
+refutations = ["placebo_treatment", "nosuch"]
+estimator = "forest"
+""")
+    result = run_cli("gate", "--config", tmp_path / "gate.toml")
+    assert result.code == 2
+    assert "[causal] refutations: 'nosuch' is not a refutation" in result.err
+    assert "[causal] estimator: 'forest' is unknown" in result.err
