@@ -71,13 +71,29 @@ def _edges(top: float) -> np.ndarray:
     return np.concatenate([[0.0], np.geomspace(0.05, upper, 24)])
 
 
+#: Warn when the Kish effective sample size (sum w)^2 / sum w^2 is below this share of the rows...
+LOW_ESS_SHARE = 0.10
+#: ... or below this many rows, whatever n. Why 10%: ESS / n = 1 / (1 + CV(w)^2), so below 10% the
+#: weights' coefficient of variation exceeds 3, the estimate's variance is over ten times that of an
+#: on-policy sample of the same size, and the normal approximation behind the intervals rests on
+#: the few largest weights (Kish 1965; Owen 2013, ch. 9, uses the same ratio as a warning sign). The
+#: old 1% threshold let a candidate worth 5% of its rows pass with "no warnings". Why 100 rows:
+#: with fewer effective rows no interval here is trustworthy, however large n is.
+LOW_ESS_ROWS = 100.0
+#: Warn when the largest single weight is this share of the sum of all weights: one row then moves
+#: an IPS estimate by that share of itself.
+MAX_WEIGHT_SHARE = 0.05
+
+
 def warnings_for(diag: dict, *, estimated_propensities: bool = False, compact: bool = False) -> list[str]:
     """Plain-language warnings for an analyst reading the report."""
     out: list[str] = []
     n, ess = diag["n"], diag["ess"]
-    if n and ess < max(100.0, 0.01 * n):
-        out.append(f"Effective sample size is {ess:,.0f} of {n:,} rows ({ess / n:.2%}): the estimate rests on "
-                   "a few heavily weighted rows; expect wide intervals and prefer self-normalised or DR estimators.")
+    if n and ess < max(LOW_ESS_ROWS, LOW_ESS_SHARE * n):
+        below = f"below {LOW_ESS_SHARE:.0%} of the rows" if ess < LOW_ESS_SHARE * n else f"below {LOW_ESS_ROWS:,.0f}"
+        out.append(f"Low effective sample size: {ess:,.0f} of {n:,} rows ({ess / n:.1%}, {below}): the estimate "
+                   "rests on a few heavily weighted rows; expect wide intervals and prefer self-normalised or DR "
+                   "estimators.")
     mean, se = diag["mean_weight"], diag["mean_weight_se"]
     if se and se > 0 and abs(mean - 1.0) / se > MEAN_WEIGHT_Z and abs(mean - 1.0) > 0.01:
         if mean < 1:
@@ -86,9 +102,13 @@ def warnings_for(diag: dict, *, estimated_propensities: bool = False, compact: b
         else:
             out.append(f"Mean importance weight is {mean:.3f} (should be 1 and can only be 1 or less): the logged "
                        "propensities look wrong (too small, or not the probability of the logged action).")
-    if diag["max_weight"] > 100:
-        out.append(f"Largest weight is {diag['max_weight']:,.0f}: single rows can move IPS; clipping (ips:clip=...) "
+    top, total = diag["max_weight"], mean * n if n else 0.0
+    if top > 100:
+        out.append(f"Largest weight is {top:,.0f}: single rows can move IPS; clipping (ips:clip=...) "
                    "or DR variants are more stable.")
+    elif total > 0 and top / total > MAX_WEIGHT_SHARE:
+        out.append(f"The largest weight ({top:,.3g}) is {top / total:.1%} of the sum of all weights: a single row "
+                   "moves IPS by that share; clipping (ips:clip=...) or DR variants are more stable.")
     if estimated_propensities:
         out.append("Propensities were estimated from the context, not logged: results are only as good as that model.")
     if compact:

@@ -43,6 +43,11 @@ _STYLE = {
     "legend.frameon": False,
 }
 _MAX_LABEL = 42
+#: Width in inches of the phone versions of the wide charts: 3.8 in = 274 pt = 365 CSS px, the text
+#: column of a 390-420 px phone, so that they show at about their natural size and their 8-9 pt text
+#: stays 11-12 px high instead of shrinking to half that as the 7-inch desktop charts would.
+NARROW_WIDTH = 3.8
+_NARROW_LABEL = 22
 
 
 def label(text: Any, limit: int = _MAX_LABEL) -> str:
@@ -76,6 +81,15 @@ def _to_svg(fig: Figure) -> str:
     return svg.strip()
 
 
+def _legend(fig: Figure, ax, narrow: bool) -> None:
+    """Beside the plot on a desktop-width chart; under it, in two columns, on a phone-width one."""
+    if narrow:
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+
+
 def _with_style(draw):
     """Run a drawing function under livegate's style, so that fonts and spines apply while drawing."""
     def wrapper(*args, **kwargs):
@@ -90,16 +104,23 @@ def _with_style(draw):
 @_with_style
 def forest(groups: Sequence[str], series: Sequence[str], points: dict[tuple[str, str], dict], *,
            xlabel: str = "", reference: float | None = None, reference_label: str | None = None,
-           emphasis: str | None = None, colours: dict[str, str] | None = None) -> Figure | None:
+           emphasis: str | None = None, colours: dict[str, str] | None = None,
+           narrow: bool = False) -> Figure | None:
     """Point estimates with interval whiskers: one row block per group (policy, segment, candidate),
     one coloured marker per series (estimator) within it. `points[(group, series)]` holds
     value / ci_low / ci_high; missing or null entries are left out. `reference` draws a dashed
-    vertical line (zero difference, a threshold, the average effect)."""
+    vertical line (zero difference, a threshold, the average effect). `narrow` draws the phone
+    version (see NARROW_WIDTH): shorter labels, the legend under the plot instead of beside it."""
     if not any(as_number(p.get("value")) is not None for p in points.values()):
         return None
     n_series = max(len(series), 1)
+    limit = _NARROW_LABEL if narrow else _MAX_LABEL
+    legend = len(series) > 1 or bool(reference_label)
     # Each group gets a band tall enough for its series' whiskers to stay apart.
-    fig = _figure(7.0, 0.9 + len(groups) * (0.3 + 0.1 * (min(n_series, 6) - 1)))
+    height = 0.9 + len(groups) * (0.3 + 0.1 * (min(n_series, 6) - 1))
+    if narrow and legend:
+        height += 0.2 * math.ceil((len(series) + (1 if reference_label else 0)) / 2)
+    fig = _figure(NARROW_WIDTH if narrow else 7.0, height)
     ax = fig.add_subplot()
     spacing = 0.7 / n_series
     for j, name in enumerate(series):
@@ -119,19 +140,22 @@ def forest(groups: Sequence[str], series: Sequence[str], points: dict[tuple[str,
             highs.append(high - value if high is not None else 0.0)
         if xs:
             ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", color=colour, markersize=4, capsize=2.5,
-                        linewidth=1.3, label=label(name) if len(series) > 1 else None)
+                        linewidth=1.3, label=label(name, limit) if len(series) > 1 else None)
     if reference is not None:
         ax.axvline(reference, color=NEUTRAL, linestyle="--", linewidth=1,
-                   label=label(reference_label) if reference_label else None)
+                   label=label(reference_label, 2 * limit) if reference_label else None)
     ax.set_yticks(range(len(groups)))
-    ticks = [label(g) + (" (baseline)" if g == emphasis else "") for g in reversed(groups)]
+    ticks = [label(g, limit) + (" (baseline)" if g == emphasis else "") for g in reversed(groups)]
     ax.set_yticklabels(ticks)
     ax.set_ylim(-0.6, len(groups) - 0.4)
-    ax.set_xlabel(label(xlabel, limit=3 * _MAX_LABEL))
+    ax.set_xlabel(label(xlabel, limit=3 * limit))
     ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
     ax.set_axisbelow(True)
-    if len(series) > 1 or reference_label:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    if narrow:
+        # Few ticks: a phone-width axis crowds its numbers otherwise.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+    if legend:
+        _legend(fig, ax, narrow)
     return fig
 
 
@@ -180,18 +204,20 @@ def _parse_time(value: Any) -> datetime | None:
 
 @_with_style
 def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *, ylabel: str = "",
-                baseline: str | None = None) -> Figure | None:
+                baseline: str | None = None, narrow: bool = False) -> Figure | None:
     """Estimate per time window with its interval as a band, one line per policy. The x position is
-    the middle of each window; windows without parseable times are placed by their order."""
+    the middle of each window; windows without parseable times are placed by their order. `narrow`
+    draws the phone version, with the legend under the plot."""
     starts = [_parse_time(w.get("start")) for w in windows]
     ends = [_parse_time(w.get("end")) for w in windows]
     if all(s is not None and e is not None for s, e in zip(starts, ends)) and windows:
         xs: list[Any] = [s + (e - s) / 2 for s, e in zip(starts, ends)]
     else:
         xs = list(range(1, len(windows) + 1))
-    fig = _figure(7.0, 2.8)
+    fig = _figure(NARROW_WIDTH if narrow else 7.0, 3.2 + 0.2 * math.ceil(len(policies) / 2) if narrow else 2.8)
     ax = fig.add_subplot()
     drew = False
+    limit = _NARROW_LABEL if narrow else _MAX_LABEL
     for j, policy in enumerate(policies):
         colour = PALETTE[j % len(PALETTE)]
         px, values, lows, highs = [], [], [], []
@@ -208,21 +234,21 @@ def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *
         if not px:
             continue
         drew = True
-        name = label(policy) + (" (baseline)" if policy == baseline else "")
+        name = label(policy, limit) + (" (baseline)" if policy == baseline else "")
         ax.plot(px, values, marker="o", markersize=3, color=colour, linewidth=1.4,
                 linestyle="--" if policy == baseline else "-", label=name)
         ax.fill_between(px, lows, highs, color=colour, alpha=0.15, linewidth=0)
     if not drew:
         return None
     if not isinstance(xs[0], int):
-        locator = matplotlib.dates.AutoDateLocator()
+        locator = matplotlib.dates.AutoDateLocator(maxticks=5 if narrow else None)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
     else:
         ax.set_xlabel("window")
-    ax.set_ylabel(label(ylabel, limit=3 * _MAX_LABEL))
+    ax.set_ylabel(label(ylabel, limit=3 * limit))
     ax.grid(color="#d0d7de", linewidth=0.6)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _legend(fig, ax, narrow)
     return fig
 
 
@@ -244,42 +270,63 @@ def causal_graph(nodes: Sequence[Any], edges: Sequence[Sequence[Any]], *, treatm
         return None
     if nx.is_directed_acyclic_graph(graph):
         layers = [sorted(layer) for layer in nx.topological_generations(graph)]
-        tallest = max(len(layer) for layer in layers)
-        position = {node: (x, (len(layer) - 1) / 2 - i)
+        position = {node: (float(x), (len(layer) - 1) / 2 - i)
                     for x, layer in enumerate(layers) for i, node in enumerate(layer)}
-        width, height = max(4.0, 2.4 * len(layers)), max(1.6, 0.5 * tallest + 0.6)
+        scale = (2.4, 0.55)  # inches per layer, inches per row
     else:
-        position = {n: tuple(p) for n, p in nx.spring_layout(graph, seed=0).items()}
-        width, height = 7.0, 5.0
+        position = {n: (float(p[0]), float(p[1])) for n, p in nx.spring_layout(graph, seed=0).items()}
+        scale = (3.0, 2.2)
     roles = {str(c): ("confounder", "#eaeef2") for c in confounders}
     roles.update({str(m): ("effect modifier", "#dafbe1") for m in modifiers})
     if treatment is not None:
         roles[str(treatment)] = ("treatment", "#ffd8b5")
     if outcome is not None:
         roles[str(outcome)] = ("outcome", "#cfe2ff")
-    fig = _figure(width, height)
-    ax = fig.add_subplot()
+    edge_list = sorted(graph.edges())
+    bends = {}
+    for u, v in edge_list:
+        # An edge that skips a layer (confounder -> outcome) is bent so that it does not run straight
+        # through the boxes in between. Bend away from the middle: edges from upper boxes arc over,
+        # those from lower ones under.
+        skips = abs(position[v][0] - position[u][0]) > 1
+        bends[(u, v)] = (-0.3 if position[u][1] >= position[v][1] else 0.3) if skips else 0.0
+    # The canvas must hold every box and every bent edge, which bulge beyond the boxes: a canvas cut
+    # to the boxes clipped the outer arcs. Axes fill the figure and the figure's size follows the
+    # limits at a fixed scale, so data -> inches is a fixed map and the arcs (which matplotlib bends
+    # in display space, arc3) can be computed here exactly and included in the limits.
+    sx, sy = scale
+    char_width = 9 / 72 * 0.62  # inches per character of 9-pt sans-serif, generously
+    xs, ys = [], []
+    for node, (x, y) in position.items():
+        half = (len(label(node)) * char_width + 0.25) / 2
+        xs += [x - half / sx, x + half / sx]
+        ys += [y - 0.2 / sy, y + 0.2 / sy]
+    for (u, v), bend in bends.items():
+        (x1, y1), (x2, y2) = ((position[u][0] * sx, position[u][1] * sy), (position[v][0] * sx, position[v][1] * sy))
+        cx, cy = (x1 + x2) / 2 + bend * (y2 - y1), (y1 + y2) / 2 - bend * (x2 - x1)
+        for k in range(21):
+            t = k / 20
+            xs.append(((1 - t) ** 2 * x1 + 2 * t * (1 - t) * cx + t * t * x2) / sx)
+            ys.append(((1 - t) ** 2 * y1 + 2 * t * (1 - t) * cy + t * t * y2) / sy)
+    margin = 0.12  # inches around the drawing: arrowheads and the boxes' line width
+    xlim = (min(xs) - margin / sx, max(xs) + margin / sx)
+    ylim = (min(ys) - margin / sy, max(ys) + margin / sy)
+    fig = Figure(figsize=((xlim[1] - xlim[0]) * sx, (ylim[1] - ylim[0]) * sy))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
     box = {"boxstyle": "round,pad=0.35", "linewidth": 0.8, "edgecolor": "#57606a"}
     texts = {}
     for node in sorted(graph.nodes()):
         facecolor = roles.get(node, (None, "#ffffff"))[1]
         texts[node] = ax.text(*position[node], label(node), ha="center", va="center", fontsize=9,
                               bbox={**box, "facecolor": facecolor}, zorder=3)
-    for u, v in sorted(graph.edges()):
-        # An edge that skips a layer (confounder -> outcome) is bent so that it does not run straight
-        # through the boxes in between; patchA/patchB clip each arrow at the boxes' edges, so
-        # arrowheads are never hidden under a label.
-        skips = abs(position[v][0] - position[u][0]) > 1
-        # Bend away from the middle: edges from upper boxes arc over, those from lower ones under.
-        bend = (-0.3 if position[u][1] >= position[v][1] else 0.3) if skips else 0.0
-        ax.annotate("", xy=position[v], xytext=position[u],
+    for u, v in edge_list:
+        # patchA/patchB clip each arrow at the boxes' edges, so arrowheads are never hidden under a label.
+        ax.annotate("", xy=position[v], xytext=position[u], annotation_clip=False,
                     arrowprops={"arrowstyle": "-|>", "color": "#57606a", "linewidth": 0.8, "shrinkA": 2,
                                 "shrinkB": 2, "patchA": texts[u].get_bbox_patch(),
                                 "patchB": texts[v].get_bbox_patch(),
-                                "connectionstyle": f"arc3,rad={bend}"})
-    xs = [p[0] for p in position.values()]
-    ys = [p[1] for p in position.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+                                "connectionstyle": f"arc3,rad={bends[(u, v)]}"})
     return fig

@@ -205,6 +205,75 @@ def evaluation_warnings(evaluation: dict) -> list[dict]:
     return items
 
 
+def metric_definitions(evaluation: dict) -> list[tuple[str, str]]:
+    """(metric, expression) pairs from the evaluation's `metric_definitions` (e.g. "engagement":
+    "watch_seconds + 50*gift_value"), the primary metric first, then the document's metric order.
+    Documents written before the key existed give an empty list (the report then shows no table)."""
+    definitions = as_dict(evaluation.get("metric_definitions"))
+    order = [m for m in metrics_of(evaluation) if m in definitions]
+    order += [str(m) for m in definitions if m not in order]
+    return [(name, fmt.text(definitions[name])) for name in order]
+
+
+#: The unsupported-mass figure ope/gate.py (_diagnostic_failures) compares with the gate's
+#: max_unsupported_mass, and how to call it. The gate's candidate block carries only the point
+#: estimate, so the report reads the bound from the embedded evaluation; showing the point next
+#: to "meets the thresholds" would compare the reader's eye with a number the gate never used.
+#: tests/test_reports_fixes.py checks that this still matches what ope/gate.py compares.
+GATE_UNSUPPORTED_KEY = "unsupported_mass_lower"
+GATE_UNSUPPORTED_LABEL = "lower bound"
+
+
+def _criterion_label(criterion: dict) -> str:
+    return f"{fmt.text(criterion.get('metric'))} ({fmt.text(criterion.get('rule'))})"
+
+
+def gate_candidates(gate: dict) -> list[dict]:
+    """Per candidate of a gate: its decision, the criteria it passed, failed and left inconclusive,
+    and its diagnostics as the gate judged them (ESS and the unsupported-mass bound it compared,
+    with the thresholds from the gate's configuration, and the evaluation's warnings for it)."""
+    evaluation = as_dict(gate.get("evaluation"))
+    metrics = metrics_of(evaluation)
+    settings = as_dict(as_dict(gate.get("config")).get("diagnostics"))
+    out = []
+    for candidate in as_list(gate.get("candidates")):
+        candidate = as_dict(candidate)
+        name = fmt.text(candidate.get("name"))
+        criteria = [as_dict(c) for c in as_list(candidate.get("criteria"))]
+        by_decision: dict[str, list[str]] = {"pass": [], "fail": [], "inconclusive": []}
+        for criterion in criteria:
+            by_decision.setdefault(fmt.text(criterion.get("decision")), []).append(_criterion_label(criterion))
+        diagnostics = as_dict(candidate.get("diagnostics"))
+        # The gate takes a candidate's weight diagnostics from its first criterion's metric.
+        first = as_str(criteria[0].get("metric")) if criteria else None
+        blocks = [metrics.get(first)] if first in metrics else []
+        blocks += [b for m, b in metrics.items() if m != first]
+        policy = {}
+        for block in blocks:
+            policy = as_dict(as_dict(as_dict(block).get("policies")).get(name))
+            if policy:
+                break
+        evaluated = as_dict(policy.get("diagnostics"))
+        bound = diagnostics.get(GATE_UNSUPPORTED_KEY, evaluated.get(GATE_UNSUPPORTED_KEY))
+        ess, n = diagnostics.get("ess", evaluated.get("ess")), diagnostics.get("n", evaluated.get("n"))
+        share = (fmt.as_number(ess) / fmt.as_number(n)
+                 if fmt.as_number(ess) is not None and fmt.as_number(n) else None)
+        warnings = [str(w) for w in as_list(evaluated.get("warnings"))]
+        out.append({
+            "name": name, "decision": fmt.text(candidate.get("decision")),
+            "passed": by_decision["pass"], "failed": by_decision["fail"],
+            "inconclusive": by_decision["inconclusive"],
+            "ok": diagnostics.get("ok"), "failures": [str(f) for f in as_list(diagnostics.get("failures"))],
+            "ess": ess, "n": n, "ess_share": share, "min_ess": settings.get("min_ess"),
+            "unsupported_bound": bound, "unsupported_bound_label": GATE_UNSUPPORTED_LABEL,
+            "unsupported_estimate": diagnostics.get("unsupported_mass", evaluated.get("unsupported_mass")),
+            "unsupported_upper": evaluated.get("unsupported_mass_upper"),
+            "max_unsupported_mass": settings.get("max_unsupported_mass"),
+            "warnings": warnings,
+        })
+    return out
+
+
 # --- verdicts -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -243,9 +312,16 @@ def gate_verdict(gate: dict) -> Verdict:
         shown = problems[:3]
         text = "; ".join(shown) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         text = text or "see the criteria below"
+        # What passed, too: a reader who sees only the problems cannot tell a near miss from a rout.
+        passed = [f"{c['name']} on {', '.join(c['passed'])}" for c in gate_candidates(gate) if c["passed"]]
+        if causal and causal.get("decision") == "pass":
+            passed.append("the causal check")
+        passed_text = "Passed: " + ("; ".join(passed) if passed else "nothing") + "."
     exit_code = gate.get("exit_code")
     if exit_code is not None:
         text += f" (exit code {exit_code})"
+    if decision != "pass":
+        text += ". " + passed_text
     status = decision if decision in GATE_LABELS else "info"
     return Verdict(status, GATE_LABELS.get(decision, f"GATE: {decision}"), text)
 

@@ -9,6 +9,7 @@ documents, so a missing field in a document is handled once, here, and renders a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -18,9 +19,9 @@ from livegate.datasets._version import __version__
 
 from . import charts
 from . import formatting as fmt
-from .documents import (Entry, alpha_of, as_dict, as_list, as_str, baseline_of, estimators_of, evaluation_warnings,
-                        expand, flatten_inputs, metrics_of, ordered_policies, primary_estimator, primary_metric,
-                        verdicts)
+from .documents import (GATE_UNSUPPORTED_LABEL, Entry, alpha_of, as_dict, as_list, as_str, baseline_of, estimators_of,
+                        evaluation_warnings, expand, flatten_inputs, gate_candidates, metric_definitions, metrics_of,
+                        ordered_policies, primary_estimator, primary_metric, verdicts)
 
 _env = Environment(
     loader=PackageLoader(__package__, "templates"),
@@ -39,17 +40,45 @@ def render_html(documents: list[dict]) -> str:
     """Any mix of evaluation, causal and gate documents -> one self-contained HTML page."""
     entries = expand(documents)
     sections = [_VIEWS[entry.kind](entry) for entry in entries]
+    # Every evaluation warning also goes under the verdict, linked to its section: a low effective
+    # sample size must not be found only by those who scroll to the diagnostics.
+    alerts = [{**warning, "anchor": f"{section['anchor']}-warnings"}
+              for section in sections if section["kind"] == "evaluation" for warning in section["warnings"]]
     return _env.get_template("report.html.j2").render(
         verdicts=verdicts(entries),
+        alerts=alerts,
         sections=sections,
         footer=[_footer_view(entry) for entry in entries],
         version=__version__,
     )
 
 
+#: A chart never shrinks below this share of its natural size: below it, its 8-9 pt text would be
+#: under 9 px high. A container narrower than that scrolls the chart sideways (figure.chart has
+#: overflow-x: auto) instead of shrinking the text out of legibility.
+MIN_CHART_SCALE = 0.75
+
+
 def _svg(svg: str | None) -> Markup | None:
     # Only charts.py output is marked safe: it is SVG we drew, with matplotlib escaping the text.
-    return Markup(svg) if svg else None
+    if not svg:
+        return None
+    # matplotlib writes width="504pt" height="..." and a viewBox: CSS scales the chart to its
+    # container (max-width: 100%, height: auto); the min-width keeps its text legible.
+    width = re.match(r'<svg[^>]*?\swidth="([0-9.]+)pt"', svg)
+    if width:
+        svg = svg.replace("<svg", f'<svg style="min-width: {float(width.group(1)) * MIN_CHART_SCALE:.0f}pt"', 1)
+    return Markup(svg)
+
+
+def _responsive(draw, *args, **kwargs) -> Markup | None:
+    """A wide chart for desktops and its narrow version for phones; CSS shows one of the two
+    (the .wide/.narrow rules), so each is drawn for its width instead of one being scaled to half."""
+    wide = _svg(draw(*args, **kwargs))
+    if wide is None:
+        return None
+    narrow = _svg(draw(*args, narrow=True, **kwargs))
+    return Markup('<div class="wide">') + wide + Markup('</div><div class="narrow">') + narrow + Markup("</div>")
 
 
 def _title(entry: Entry, text: str) -> str:
@@ -91,12 +120,12 @@ def _estimate_views(metric: str, policies: dict, baseline: str | None, estimator
     return {
         "name": metric,
         "rows": rows,
-        "chart": _svg(charts.forest(names, estimators, points, xlabel=f"{metric}: estimated policy value",
-                                    emphasis=baseline, colours=colours)),
+        "chart": _responsive(charts.forest, names, estimators, points, xlabel=f"{metric}: estimated policy value",
+                             emphasis=baseline, colours=colours),
         "diff_rows": diff_rows,
-        "diff_chart": _svg(charts.forest(candidates, estimators, diff_points,
-                                         xlabel=f"{metric}: difference to {baseline}", reference=0.0,
-                                         reference_label="no difference", colours=colours)),
+        "diff_chart": _responsive(charts.forest, candidates, estimators, diff_points,
+                                  xlabel=f"{metric}: difference to {baseline}", reference=0.0,
+                                  reference_label="no difference", colours=colours),
     }
 
 
@@ -143,7 +172,8 @@ def _time_window_view(evaluation: dict, baseline: str | None) -> dict | None:
                  "cells": [as_dict(as_dict(as_dict(w.get("metrics")).get(metric)).get(p)) for p in policies]}
                 for w in windows]
         views.append({"metric": metric, "policies": policies, "rows": rows,
-                      "chart": _svg(charts.time_series(windows, metric, policies, ylabel=metric, baseline=baseline))})
+                      "chart": _responsive(charts.time_series, windows, metric, policies, ylabel=metric,
+                                           baseline=baseline)})
     return {"estimator": as_str(block.get("estimator")), "metrics": views}
 
 
@@ -161,8 +191,11 @@ def _evaluation_view(entry: Entry) -> dict:
     primary_policies = as_dict(as_dict(metrics.get(metric)).get("policies"))
     for name in ordered_policies(primary_policies, baseline):
         diag = as_dict(as_dict(primary_policies.get(name)).get("diagnostics"))
+        ess, n = fmt.as_number(diag.get("ess")), fmt.as_number(diag.get("n"))
         diagnostics.append({"name": name, "is_baseline": name == baseline, "d": diag,
-                            "q": as_dict(diag.get("weight_quantiles"))})
+                            "q": as_dict(diag.get("weight_quantiles")),
+                            "ess_share": ess / n if ess is not None and n else None,
+                            "warned": bool(as_list(diag.get("warnings")))})
         histogram = as_dict(diag.get("weight_histogram"))
         svg = charts.weight_histogram(as_list(histogram.get("edges")), as_list(histogram.get("counts")),
                                       title=f"{name}: ESS {fmt.num(diag.get('ess'))} of {fmt.num(diag.get('n'))}")
@@ -175,6 +208,7 @@ def _evaluation_view(entry: Entry) -> dict:
         "title": _title(entry, "Policy evaluation"),
         "baseline": baseline,
         "primary_metric": metric,
+        "metric_definitions": metric_definitions(evaluation),
         "primary_estimator": primary_estimator(evaluation, entry.estimator),
         "estimators": estimators,
         "level": fmt.confidence(alpha_of(evaluation)),
@@ -230,15 +264,15 @@ def _causal_view(entry: Entry) -> dict:
                                           confounders=as_list(causal.get("confounders")),
                                           modifiers=as_list(causal.get("effect_modifiers")))),
         "effects": [{"name": name, "e": block} for name, block in effects],
-        "effects_chart": _svg(charts.forest([n for n, _ in effects], ["effect"], {(n, "effect"): b for n, b in effects},
-                                            xlabel=f"effect on {outcome}", reference=0.0)),
+        "effects_chart": _responsive(charts.forest, [n for n, _ in effects], ["effect"],
+                                     {(n, "effect"): b for n, b in effects}, xlabel=f"effect on {outcome}",
+                                     reference=0.0),
         "refutations": refutations,
         "segments": segments,
-        "segments_chart": _svg(charts.forest(segment_names, ["effect"],
-                                             {(n, "effect"): s for n, s in zip(segment_names, segments)},
-                                             xlabel=f"effect on {outcome}",
-                                             reference=fmt.as_number(ate.get("value")),
-                                             reference_label="average effect")),
+        "segments_chart": _responsive(charts.forest, segment_names, ["effect"],
+                                      {(n, "effect"): s for n, s in zip(segment_names, segments)},
+                                      xlabel=f"effect on {outcome}", reference=fmt.as_number(ate.get("value")),
+                                      reference_label="average effect"),
         "propensity_source": as_str(as_dict(causal.get("propensities")).get("source")),
         "n_rows": causal.get("n_rows"), "n_treated": causal.get("n_treated"),
         "bias_of_naive": as_dict(causal.get("bias_of_naive")),
@@ -276,13 +310,12 @@ def _gate_view(entry: Entry) -> dict:
         decisions = [d for d in ("pass", "inconclusive", "fail")
                      if any(k[1] == d for k in group["points"])]
         decisions += sorted({k[1] for k in group["points"]} - set(decisions))
-        svg = charts.forest(group["names"], decisions, group["points"],
-                            xlabel=f"{metric}: difference to {gate.get('baseline')}",
-                            reference=threshold,
-                            reference_label=f"threshold ({rule}{', relative margin' if relative else ''})",
-                            colours=charts.DECISION_COLOURS)
+        svg = _responsive(charts.forest, group["names"], decisions, group["points"],
+                          xlabel=f"{metric}: difference to {gate.get('baseline')}", reference=threshold,
+                          reference_label=f"threshold ({rule}{', relative margin' if relative else ''})",
+                          colours=charts.DECISION_COLOURS)
         if svg:
-            charts_.append({"title": f"{metric}, {rule}", "chart": _svg(svg)})
+            charts_.append({"title": f"{metric}, {rule}", "chart": svg})
     multiplicity = as_dict(gate.get("multiplicity"))
     return {
         "kind": "gate",
@@ -296,6 +329,10 @@ def _gate_view(entry: Entry) -> dict:
         "ci": fmt.text(gate.get("ci")),
         "multiplicity": multiplicity or None,
         "candidates": candidates,
+        "summaries": gate_candidates(gate),
+        "min_ess": as_dict(as_dict(gate.get("config")).get("diagnostics")).get("min_ess"),
+        "max_unsupported_mass": as_dict(as_dict(gate.get("config")).get("diagnostics")).get("max_unsupported_mass"),
+        "unsupported_label": GATE_UNSUPPORTED_LABEL,
         "charts": charts_,
         "causal": as_dict(gate.get("causal")) or None,
     }

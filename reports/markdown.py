@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import formatting as fmt
 from .documents import (Entry, Verdict, alpha_of, as_dict, as_list, baseline_of, evaluation_warnings, expand,
-                        flatten_inputs, metrics_of, ordered_policies, primary_estimator, primary_metric, verdicts)
+                        flatten_inputs, gate_candidates, metric_definitions, metrics_of, ordered_policies,
+                        primary_estimator, primary_metric, verdicts)
 
 _ICONS = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "info": "ℹ️"}
 # Characters that would end a table cell, start emphasis, a link or a code span, or be read as
@@ -44,6 +45,23 @@ def _gate(entry: Entry) -> list[str]:
     if multiplicity:
         lines += [f"Multiplicity: {escape(multiplicity.get('method'))} over {escape(multiplicity.get('n_tests'))} "
                   f"tests. {escape(fmt.sentence(multiplicity.get('note')))}".rstrip(), ""]
+    # Every candidate with what it passed, not only what held it back.
+    for c in gate_candidates(gate):
+        outcome = "; ".join(part for part in (
+            "passed " + ", ".join(escape(x) for x in c["passed"]) if c["passed"] else "",
+            "failed " + ", ".join(escape(x) for x in c["failed"]) if c["failed"] else "",
+            "inconclusive on " + ", ".join(escape(x) for x in c["inconclusive"]) if c["inconclusive"] else "",
+        ) if part) or "no criteria"
+        if c["unsupported_bound"] is not None:
+            # The bound the gate compares with max_unsupported_mass, named as such; the estimate after it.
+            unsupported = (f"unsupported mass {c['unsupported_bound_label']} {fmt.pct(c['unsupported_bound'])}, "
+                           f"estimate {fmt.pct(c['unsupported_estimate'])}")
+        else:
+            unsupported = f"unsupported mass estimate {fmt.pct(c['unsupported_estimate'])}"
+        ess = f"ESS {fmt.num(c['ess'])}" + (f" of {fmt.num(c['n'])}" if c["n"] is not None else "")
+        lines.append(f"- {_ICONS.get(c['decision'], '')} **{escape(c['name'])}**: {escape(c['decision'])}; {outcome}; "
+                     f"{ess}; {unsupported}")
+    lines.append("")
     rows = []
     notes = []
     for candidate in as_list(gate.get("candidates")):
@@ -88,6 +106,11 @@ def _evaluation(entry: Entry) -> list[str]:
         lines += [f"{fmt.num(data.get('n_rows'))} rows, {fmt.num(data.get('n_actions'))} actions"
                   + (f", {fmt.when(period.get('start'))} to {fmt.when(period.get('end'))}" if period else "")
                   + f"; estimator {escape(estimator)}, {level} intervals, baseline {escape(baseline)}.", ""]
+    definitions = metric_definitions(evaluation)
+    if definitions:
+        lines += _table(["Metric", "Definition"],
+                        [[escape(name), "`" + definition.replace("`", "").replace("|", "\\|") + "`"]
+                         for name, definition in definitions])
     for metric, block in metrics_of(evaluation).items():
         rows = []
         policies = as_dict(block.get("policies"))
@@ -148,6 +171,16 @@ def render_markdown(documents: list[dict]) -> str:
     entries = expand(documents)
     lines = ["## livegate", ""]
     lines += [_verdict_line(v) + "  " for v in verdicts(entries)] + [""]
+    # Warnings right under the verdict: a low effective sample size must not hide at the bottom.
+    alerts = [w for entry in entries if entry.kind == "evaluation" for w in evaluation_warnings(entry.doc)]
+    if alerts:
+        lines += [f"> ⚠️ **Warnings ({len(alerts)})**", ">"]
+        for w in alerts:
+            who = ", ".join(escape(p) for p in w["policies"])
+            if w["metrics"]:
+                who += " on " + ", ".join(escape(m) for m in w["metrics"])
+            lines.append(f"> - {who.strip() + ': ' if who else ''}{escape(w['text'])}")
+        lines.append("")
     render = {"gate": _gate, "evaluation": _evaluation, "causal": _causal}
     for entry in entries:
         lines += render[entry.kind](entry)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from . import formatting as fmt
+
 
 def _num(x, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -32,6 +34,10 @@ def evaluation_table(doc: dict) -> str:
     level = f"{1 - cfg.get('alpha', 0.05):.0%}"
     base = doc.get("baseline", "logging")
     lines = []
+    definitions = {k: v for k, v in (doc.get("metric_definitions") or {}).items() if str(v) != str(k)}
+    if definitions:
+        lines.append("")
+        lines += [_wrap(f"metric {name} = {definition}") for name, definition in definitions.items()]
     for metric, block in doc["metrics"].items():
         lines.append("")
         lines.append(_clip(f"{metric}  ({level} {cfg.get('ci', 'normal')} intervals; difference vs {base})", 100))
@@ -61,7 +67,7 @@ def evaluation_table(doc: dict) -> str:
             lines.append(f"reward model for {metric}: held-out R^2 {_num(quality.get('r2'), 3)}"
                          + (f", log-loss {_num(quality['value'], 3)}" if quality.get("metric_name") == "log_loss" else ""))
     for w in list(dict.fromkeys(warnings + doc.get("warnings", []))):
-        lines.append(_wrap(f"warning: {w}"))
+        lines.append(_wrap(f"WARNING: {w}"))
     return "\n".join(lines)
 
 
@@ -72,17 +78,37 @@ def _pct(x) -> str:
 
 
 def _wrap(text: str, width: int = 100) -> str:
+    """Wrapped to `width` columns, continuation lines indented two more than the first."""
     import textwrap
-    return "\n".join(textwrap.wrap(text, width=width, subsequent_indent="  "))
+    indent = " " * (len(text) - len(text.lstrip(" ")) + 2)
+    return "\n".join(textwrap.wrap(text, width=width, subsequent_indent=indent, break_on_hyphens=False))
 
 
 def gate_summary(doc: dict) -> str:
     lines = [f"gate: {doc['decision'].upper()} (exit {doc['exit_code']}); estimator {doc['estimator']}, "
              f"baseline {doc['baseline']}, Holm over {doc['multiplicity']['n_tests']} tests"]
+    from .documents import gate_candidates
+
+    summaries = {c["name"]: c for c in gate_candidates(doc)}
     for cand in doc["candidates"]:
-        lines.append(f"  {cand['name']}: {cand['decision']}")
+        summary = summaries.get(str(cand["name"]), {})
+        passed = summary.get("passed") or []
+        lines.append(_wrap(f"  {cand['name']}: {cand['decision']}"
+                           + (f"; passed {', '.join(passed)}" if passed else "; passed nothing")))
+        # the unsupported-mass figure the gate compares (a bound), not the point estimate
+        bound, estimate = summary.get("unsupported_bound"), summary.get("unsupported_estimate")
+        unsupported = (f"unsupported mass {summary['unsupported_bound_label']} {fmt.pct(bound)} "
+                       f"(estimate {fmt.pct(estimate)})" if bound is not None else
+                       f"unsupported mass estimate {fmt.pct(estimate)}")
+        diag = cand["diagnostics"]
+        rows = f" of {fmt.num(diag['n'])}" if diag.get("n") is not None else ""
+        lines.append(_wrap(f"    diagnostics {'MISS' if diag.get('ok') is False else 'meet'} thresholds: "
+                           f"ESS {fmt.num(round(diag['ess']) if fmt.as_number(diag.get('ess')) is not None else None)}"
+                           f"{rows}; {unsupported}"))
         for f in cand["diagnostics"]["failures"]:
             lines.append(f"    diagnostics: {f}")
+        for w in summary.get("warnings") or []:
+            lines.append(_wrap(f"    WARNING: {w}"))
         for c in cand["criteria"]:
             lines.append(_wrap(f"    {c['decision']:<12} {c['metric']} {c['rule']}: difference {_signed(c['difference'])} "
                                f"{_ci(c['ci_low'], c['ci_high'])} at {c['confidence']:.2%} vs {_num(c['threshold'])}"))

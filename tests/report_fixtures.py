@@ -35,6 +35,8 @@ def _diagnostics(policy: str, index: int, n: int, metric: str, reward_model: boo
     return {
         "n": n, "ess": ess, "max_weight": 1.0 if baseline else 31.2, "mean_weight": 1.0 if baseline else 0.998,
         "unsupported_mass": 0.0 if baseline else 0.0004 * index,
+        "unsupported_mass_lower": 0.0 if baseline else 0.0001 * index,
+        "unsupported_mass_upper": 0.0 if baseline else 0.0123 * index,
         "weight_quantiles": {"0.5": 1.0, "0.9": 1.0, "0.99": 1.0} if baseline else {"0.5": 0.7, "0.9": 3.1, "0.99": 12.4},
         "weight_histogram": {"edges": edges, "counts": counts},
         "reward_model": ({"kind": "regressor", "metric_name": "r2", "value": 0.31 if metric == "watch_seconds" else 0.12,
@@ -63,7 +65,10 @@ def _windows(metrics: list[str], policies: list[str], estimator: str) -> dict:
 def evaluation_document(policies: tuple[str, ...] = ("logging", "better", "worse"),
                         metrics: tuple[str, ...] = ("watch_seconds", "gift_value"),
                         estimators: tuple[str, ...] = ("ips", "snips", "dr"),
-                        time_windows: bool = True, reward_model: bool = True, n: int = 50_000) -> dict:
+                        time_windows: bool = True, reward_model: bool = True, n: int = 50_000,
+                        definitions: dict[str, str] | None = None) -> dict:
+    """`definitions` (metric -> expression) is written as `metric_definitions`; None leaves the key
+    out, as documents written before it existed do."""
     baseline = policies[0]
     blocks = {}
     for metric in metrics:
@@ -110,6 +115,7 @@ def evaluation_document(policies: tuple[str, ...] = ("logging", "better", "worse
         "time_windows": _windows(list(metrics), list(policies), "snips" if "snips" in estimators else estimators[0])
         if time_windows else None,
         "warnings": ["propensities below 0.01 were found in 12 rows; estimates lean on them"],
+        **({"metric_definitions": dict(definitions)} if definitions is not None else {}),
     }
 
 
