@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy import stats
 
 from livegate.datasets.errors import InputError, Problem
+
+from livegate.ope.inference import z_quantile
 
 from .features import hgb_classifier, hgb_regressor
 
@@ -21,12 +22,8 @@ N_JOBS = max(1, min(2, os.cpu_count() or 1))
 MIN_PROPENSITY = 1e-3
 
 
-def z_value(alpha: float) -> float:
-    return float(stats.norm.ppf(1 - alpha / 2))
-
-
 def interval(value: float, se: float, alpha: float) -> dict:
-    z = z_value(alpha)
+    z = z_quantile(alpha)
     return {"value": float(value), "se": float(se), "ci_low": float(value - z * se), "ci_high": float(value + z * se)}
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-from .estimate import z_value
+from livegate.ope.inference import z_quantile
 from .features import hgb_classifier, hgb_regressor
 from .result import Refutation
 
@@ -74,7 +74,7 @@ def placebo_treatment(data, estimand, estimate, treatment: str, ate: dict, *, al
         ref = refute_placebo_treatment(data, estimand, estimate, [treatment], num_simulations=simulations,
                                        placebo_type=PlaceboType.PERMUTE, random_state=seed)
     new = float(ref.new_effect)
-    bound = z_value(alpha) * ate["se"] / np.sqrt(simulations)
+    bound = z_quantile(alpha) * ate["se"] / np.sqrt(simulations)
     return Refutation(
         name="placebo_treatment", new_effect=new, p_value=_p(ref), passed=bool(abs(new) <= bound),
         rule=f"pass when |mean placebo effect| <= z_(1-alpha/2) * se / sqrt(k) = {bound:.4g} "
@@ -91,7 +91,7 @@ def random_common_cause(data, estimand, estimate, ate: dict, *, alpha: float, si
     with _quiet_p_value():
         ref = refute_random_common_cause(data, estimand, estimate, num_simulations=simulations, random_state=seed)
     new = float(ref.new_effect)
-    bound = z_value(alpha) * ate["se"]
+    bound = z_quantile(alpha) * ate["se"]
     return Refutation(
         name="random_common_cause", new_effect=new, p_value=_p(ref),
         passed=bool(abs(new - ate["value"]) <= bound),
@@ -110,7 +110,7 @@ def data_subset(data, estimand, estimate, ate: dict, *, alpha: float, simulation
         ref = refute_data_subset(data, estimand, estimate, subset_fraction=fraction, num_simulations=simulations,
                                  random_state=seed)
     new = float(ref.new_effect)
-    bound = z_value(alpha) * ate["se"] * np.sqrt((1 - fraction) / fraction)
+    bound = z_quantile(alpha) * ate["se"] * np.sqrt((1 - fraction) / fraction)
     return Refutation(
         name="data_subset", new_effect=new, p_value=_p(ref), passed=bool(abs(new - ate["value"]) <= bound),
         rule=f"pass when |mean subset estimate - estimate| <= z_(1-alpha/2) * se * sqrt((1-f)/f) = {bound:.4g} "

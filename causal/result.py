@@ -117,6 +117,22 @@ class CausalResult:
         encoded = encode(frame, self.effect_modifiers)
         return encoded.reindex(columns=columns, fill_value=0.0).to_numpy(dtype=np.float64)
 
+    def to_frame(self) -> pd.DataFrame:
+        """One tidy row per estimate: the naive difference, IPW, the adjusted effect and each segment's."""
+        rows = [{"estimate": name, "population": "all rows", "n": self.n_rows, **{k: block.get(k) for k in
+                 ("value", "se", "ci_low", "ci_high")}}
+                for name, block in (("naive", self.naive), ("ipw", self.ipw), ("effect", self.ate)) if block]
+        rows += [{"estimate": "segment", "population": s.segment, "n": s.n, "value": s.value, "se": s.se,
+                  "ci_low": s.ci_low, "ci_high": s.ci_high} for s in self.segments]
+        return pd.DataFrame(rows, columns=["estimate", "population", "n", "value", "se", "ci_low", "ci_high"])
+
+    def _repr_html_(self) -> str:
+        import html
+        verdict = "passed" if self.refutations_passed else "failed"
+        return (f"<p><b>livegate causal check</b>: effect of <code>{html.escape(self.treatment)}</code> on "
+                f"<code>{html.escape(self.outcome)}</code>; refutations {verdict}</p>"
+                + self.to_frame().to_html(index=False, float_format="{:.4g}".format))
+
     @property
     def refutations_passed(self) -> bool:
         """True when no refutation failed (not-applicable ones do not count as failures)."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from .estimate import z_value
+from livegate.ope.inference import z_quantile
 from .result import SegmentEffect
 
 MAX_LEVELS = 20
@@ -77,7 +77,7 @@ def segment_masks(data: pd.DataFrame, columns) -> tuple[list[tuple[str, str, np.
 
 def segment_effects(fitted, X: np.ndarray | None, masks, alpha: float) -> tuple[list[SegmentEffect], list[str]]:
     """Average fitted CATE and interval per segment; segments with too few rows are skipped (warned)."""
-    z = z_value(alpha)
+    z = z_quantile(alpha)
     effects, warnings = [], []
     for label, col, mask, definition in masks:
         n = int(mask.sum())

@@ -35,7 +35,9 @@ class Interval:
                 "ci_method": self.method}
 
 
-def _z(alpha: float) -> float:
+def z_quantile(alpha: float) -> float:
+    """The two-sided standard-normal quantile z_{1 - alpha/2} (1.96 at alpha = 0.05); the one helper
+    every normal interval in livegate, OPE or causal, uses."""
     return NormalDist().inv_cdf(1.0 - alpha / 2.0)
 
 
@@ -89,7 +91,7 @@ class InfluenceCovariance:
         sqrt(n). For the self-normalised estimators this is the linearised (sandwich) variance."""
         value = float(sum(c * self.values[i] for i, c in zip(index, coefs)))
         se = self.se(index, coefs)
-        half = _z(alpha) * se
+        half = z_quantile(alpha) * se
         return Interval(value, se, value - half, value + half, "normal")
 
     def relative(self, cand: int, base: int, alpha: float) -> tuple[float, float, float]:
@@ -98,7 +100,7 @@ class InfluenceCovariance:
         if theta_b == 0:
             return math.nan, math.nan, math.nan
         ratio = float(theta_c / theta_b)
-        half = _z(alpha) * self.se([cand, base], [1.0 / theta_b, -ratio / theta_b])
+        half = z_quantile(alpha) * self.se([cand, base], [1.0 / theta_b, -ratio / theta_b])
         return ratio - 1.0, ratio - 1.0 - half, ratio - 1.0 + half
 
 

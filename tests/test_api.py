@@ -210,3 +210,15 @@ estimator = "forest"
     assert result.code == 2
     assert "[causal] refutations: 'nosuch' is not a refutation" in result.err
     assert "[causal] estimator: 'forest' is unknown" in result.err
+
+
+def test_causal_check_on_a_dataframe_exposes_the_model_and_a_tidy_frame():
+    from livegate.datasets.causal_simulator import simulate_causal
+
+    data, _ = simulate_causal(n_rows=3000, seed=2)
+    result = livegate.causal_check(data, treatment="recommended", outcome="watch_seconds", seed=2)
+    frame = result.to_frame()
+    effect = frame[frame.estimate == "effect"].iloc[0]
+    assert effect.value == result.ate["value"] and effect.ci_low <= effect.value <= effect.ci_high
+    assert hasattr(result.model, "effect")  # the fitted EconML estimator
+    assert "<table" in result._repr_html_()
