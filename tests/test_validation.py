@@ -436,7 +436,7 @@ def test_unknown_actions_need_a_catalogue_and_are_then_rejected(small):
     path = write(policy, tmp_path / "policy.parquet")
     # without a catalogue a stream the logs never show is allowed (the logging policy may not have picked it)
     ok = run_cli("validate", "--logs", logs_path, "--policy", f"p={path}")
-    assert ok.code == 0 and "name streams no logged row shows" in ok.out
+    assert ok.code == 0 and "of its probability is on streams no logged row shows" in ok.out
     catalogue = write(pd.DataFrame({"action": sorted(set(logs["action"]))}), tmp_path / "actions.parquet")
     result = run_cli("validate", "--logs", logs_path, "--actions", catalogue, "--policy", f"p={path}")
     assert_rejected(result, [Expect(path, "action", "neither the logs nor the action catalogue (e.g. 12345)", 2)])
