@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import html
-import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace

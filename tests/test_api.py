@@ -130,9 +130,9 @@ def test_own_column_names_with_column_mapping(sim_files, tmp_path):
     assert unknown.code == 2 and "stream" in unknown.err and "Traceback" not in unknown.err
 
 
-def test_run_gate_returns_the_decision_the_cli_exits_with(sim_files, tmp_path):
-    config = tmp_path / "gate.toml"
-    config.write_text(f"""
+def _better_gate(sim_files, extra: str = "") -> str:
+    """A gate.toml body: the simulator's `better` candidate must improve watch_seconds."""
+    return f"""
 [data]
 logs = "{sim_files.logs}"
 [evaluation]
@@ -143,7 +143,11 @@ policy = "{sim_files.policies['better']}"
 [[criterion]]
 metric = "watch_seconds"
 rule = "improves"
-""")
+{extra}"""
+
+def test_run_gate_returns_the_decision_the_cli_exits_with(sim_files, tmp_path):
+    config = tmp_path / "gate.toml"
+    config.write_text(_better_gate(sim_files))
     decision = livegate.run_gate(config)
     cli = run_cli("gate", "--config", config, "--out", tmp_path / "gate.json")
     assert cli.code == decision.exit_code
@@ -191,21 +195,12 @@ def test_unknown_causal_refutation_is_a_configuration_error(sim_files, tmp_path,
     before any data is read."""
     from livegate import datasets
     monkeypatch.setattr(datasets, "load_logs", lambda *a, **k: pytest.fail("read the data"))
-    (tmp_path / "gate.toml").write_text(f"""
-[data]
-logs = "{sim_files.logs}"
-[[candidate]]
-name = "better"
-policy = "{sim_files.policies['better']}"
-[[criterion]]
-metric = "watch_seconds"
-rule = "improves"
-[causal]
+    (tmp_path / "gate.toml").write_text(_better_gate(sim_files, """[causal]
 treatment = "recommended"
 outcome = "watch_seconds"
 refutations = ["placebo_treatment", "nosuch"]
 estimator = "forest"
-""")
+"""))
     result = run_cli("gate", "--config", tmp_path / "gate.toml")
     assert result.code == 2
     assert "[causal] refutations: 'nosuch' is not a refutation" in result.err
