@@ -118,6 +118,10 @@ def _validate_config(config: CausalConfig) -> None:
         problems.append(Problem("config", f"n_folds must be at least 2, got {config.n_folds}"))
     if int(config.refuter_simulations) < 1:
         problems.append(Problem("config", f"refuter_simulations must be at least 1, got {config.refuter_simulations}"))
+    from livegate.datasets.gate_config import MAX_SEED
+    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) \
+            or not 0 <= config.seed <= MAX_SEED:
+        problems.append(Problem("seed", f"{config.seed!r} is not an integer in [0, {MAX_SEED}]", fix="use e.g. 0 or 12345"))
     if config.treatment == config.outcome:
         problems.append(Problem("config", f"treatment and outcome are the same column '{config.treatment}'"))
     if config.propensity is not None and config.propensity in (config.treatment, config.outcome):
@@ -129,8 +133,9 @@ def _validate_config(config: CausalConfig) -> None:
 
 
 
-def run_causal_check(data: pd.DataFrame, config: CausalConfig, progress=None) -> CausalResult:
+def run_causal_check(data: pd.DataFrame, config: CausalConfig, progress=None, *, source: str = SOURCE) -> CausalResult:
     """Run the whole check on ``data``; ``progress(step, done, total)`` is called before each step.
+    ``source`` names the data in messages (e.g. the Parquet path it was read from).
 
     ``data`` is a pandas DataFrame (or a pyarrow Table, whose causal columns are selected first). It
     is checked by ``livegate.datasets.causal_frame.validate_causal_frame``, the same check that
@@ -143,8 +148,8 @@ def run_causal_check(data: pd.DataFrame, config: CausalConfig, progress=None) ->
 
     _validate_config(config)
     if not isinstance(data, pd.DataFrame) and hasattr(data, "column_names"):  # a pyarrow Table
-        data = read_causal_frame(data, config, name=SOURCE)
-    inputs = validate_causal_frame(data, config, source=SOURCE)
+        data = read_causal_frame(data, config, name=source)
+    inputs = validate_causal_frame(data, config, source=source)
     if config.graph is not None:
         graphs.validate_graph(config.graph, treatment=config.treatment, outcome=config.outcome, source="graph")
     steps = ["identify", "propensities", "naive", "ipw", "estimate", *config.refuters, "segments"]
@@ -154,7 +159,7 @@ def run_causal_check(data: pd.DataFrame, config: CausalConfig, progress=None) ->
     start = time.perf_counter()
     # Thread limits apply to this call only (restored on exit); see CausalConfig.n_threads.
     with threadpool_limits(limits=int(config.n_threads), user_api="openmp"), _collect_dowhy_logs() as logs:
-        result = _run(data.reset_index(drop=True), config, inputs.treatment, inputs.columns, timer)
+        result = _run(data.reset_index(drop=True), config, inputs.treatment, inputs.columns, timer, source)
     result.timings["total"] = round(time.perf_counter() - start, 4)
     if logs.messages:
         result.diagnostics["dowhy_log"] = logs.messages
@@ -175,7 +180,7 @@ class _Design:
 
 
 def _run(data: pd.DataFrame, config: CausalConfig, t: np.ndarray, columns: CausalColumns,
-         timer: _Timer) -> CausalResult:
+         timer: _Timer, source: str = SOURCE) -> CausalResult:
     """The steps of the check, in order; each step is one function below."""
     y = data[config.outcome].to_numpy(dtype=float)
     alpha = float(config.alpha)
@@ -184,9 +189,9 @@ def _run(data: pd.DataFrame, config: CausalConfig, t: np.ndarray, columns: Causa
     notes = list(columns.notes)
 
     with timer.step("identify"):
-        graph, estimand, confounders = _identify(data, config, columns, notes, warnings)
+        graph, estimand, confounders = _identify(data, config, columns, notes, warnings, source)
     with timer.step("propensities"):
-        e1, propensities, propensity_source = _propensities(data, config, t, confounders, warnings)
+        e1, propensities, propensity_source = _propensities(data, config, t, confounders, warnings, source)
     with timer.step("naive"):
         naive = naive_difference(y, t, alpha)
     with timer.step("ipw"):
@@ -212,7 +217,8 @@ def _run(data: pd.DataFrame, config: CausalConfig, t: np.ndarray, columns: Causa
     )
 
 
-def _identify(data, config: CausalConfig, columns: CausalColumns, notes: list, warnings: list):
+def _identify(data, config: CausalConfig, columns: CausalColumns, notes: list, warnings: list,
+              source: str = SOURCE):
     """The graph (the user's or the default one), DoWhy's backdoor estimand and its adjustment set."""
     T, Y = config.treatment, config.outcome
     graph = config.graph if config.graph is not None else graphs.default_graph(T, Y, columns.confounders,
@@ -224,7 +230,7 @@ def _identify(data, config: CausalConfig, columns: CausalColumns, notes: list, w
     estimand = graphs.identify(graph, T, Y, [n for n in graph.nodes if n in data.columns], order=list(data.columns))
     confounders = list(estimand.get_backdoor_variables("backdoor"))
     if config.graph is not None:  # the graph chose them: check them as the named ones were checked
-        problems = column_problems(data, confounders, SOURCE)
+        problems = column_problems(data, confounders, source)
         if problems:
             raise InputError(problems)
     unobserved = sorted(n for n in graph.nodes if n not in data.columns)
@@ -242,13 +248,14 @@ LEARNER_PROPENSITIES = ("the EconML learner fits its own cross-fitted treatment 
                         "diagnostics")
 
 
-def _propensities(data, config: CausalConfig, t: np.ndarray, confounders: list[str], warnings: list):
+def _propensities(data, config: CausalConfig, t: np.ndarray, confounders: list[str], warnings: list,
+                  source: str = SOURCE):
     """P(T=1|x) per row: the named propensity column, the logged one, or cross-fitted estimates.
 
     Returns ``(e1, description, propensity_source)`` with ``propensity_source`` "column NAME" or "estimated".
     """
     T = config.treatment
-    given = logged_treatment_propensity(data, config, t, SOURCE)
+    given = logged_treatment_propensity(data, config, t, source)
     if given is not None:
         e1, column = given
         propensities = {"source": "column" if config.propensity else "logged", "column": column,

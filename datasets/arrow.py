@@ -39,6 +39,17 @@ def fixed_width_numbers(column: pa.ChunkedArray) -> np.ndarray | None:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def to_key(column: pa.ChunkedArray) -> np.ndarray:
+    """An identifier column (decision id, action) as compared across files: integers of any width
+    as int64 (ids written as int32 in one file and uint64 in another match exactly, and arithmetic
+    on codes never wraps around a narrow type), strings as an object array. A uint64 above the int64
+    range is rejected by `validation.check_key` before this is called."""
+    values = to_numpy(column)
+    if values.dtype.kind in "iu" and values.dtype != np.int64:
+        return values.astype(np.int64)
+    return values
+
+
 def to_float(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(to_numpy(column), dtype=np.float64)
 

@@ -296,6 +296,10 @@ def read_causal_frame(source, config, schema: LogSchema = LogSchema(), *, name: 
                                          f"{type(source).__name__}"))
         is_frame = isinstance(source, pd.DataFrame)
         available = list(source.columns) if is_frame else [str(c) for c in source.column_names]
+        from .validation import check_column_names
+        repeated = check_column_names([str(c) for c in available], label)
+        if repeated:
+            raise InputError(repeated)
         required, optional = _columns_to_read(available, config, schema)
         missing = _missing(label, available, required)
         if missing:

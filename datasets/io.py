@@ -22,15 +22,33 @@ def _check_not_input(path: Path, protected: frozenset[Path]) -> None:
                                  fix="choose another output path"))
 
 
+def check_outputs(paths: dict[str, str | os.PathLike | None], protected: frozenset[Path] = frozenset()) -> None:
+    """Every output path ({option: path}; None: not written) one livegate can write, and none an input:
+    one InputError naming each bad option, before any output is written (or any work is done)."""
+    from .validation import check_output_path
+    problems = [p for option, path in paths.items() if path is not None for p in check_output_path(path, option)]
+    if problems:
+        raise InputError(problems)
+    for path in paths.values():
+        if path is not None:
+            _check_not_input(Path(path), protected)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str,
-                 protected: frozenset[Path] = frozenset()) -> Path:
-    """Write to a temporary file in the target directory, then rename: readers never see half a file."""
+                 protected: frozenset[Path] = frozenset(), option: str = "output") -> Path:
+    """Write to a temporary file in the target directory, then rename: readers never see half a file.
+    `option` names the path in the InputError for one livegate cannot write (e.g. a directory)."""
+    check_outputs({option: path}, protected)
     path = Path(path)
-    _check_not_input(path, protected)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name stays within the file system's name limit however long the target's name is
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # e.g. a read-only directory
+        raise InputError(Problem(f"{option} {path}", f"cannot be written ({exc.strerror or exc})",
+                                 fix=f"give {option} a path in a writable directory")) from None
     try:
         # mkstemp creates 0600; an output (a report, a CI artifact) gets the mode open() would give it
         umask = os.umask(0)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import validation as v
-from .arrow import to_float, to_int64, to_numpy
+from .arrow import to_float, to_int64, to_key
 from .encoding import lookup
 from .errors import InputError, Problem
 from .kernels import float64, int64
@@ -111,7 +111,7 @@ def map_keyed(table: pa.Table, source: str, logs: LoggedData, cols: KeyColumns, 
                                         fix="give the candidate's probabilities per (decision, position)")]
     decisions = None
     if cols.decision_id in present and not found[cols.decision_id]:
-        decisions = to_numpy(table.column(cols.decision_id))
+        decisions = to_key(table.column(cols.decision_id))
         if np.issubdtype(decisions.dtype, np.integer) != np.issubdtype(logs.decision_ids.dtype, np.integer):
             found[cols.decision_id] = [Problem(source, f"has type {table.column(cols.decision_id).type} while the "
                                                f"logs' decision ids have type {logs.decision_ids.dtype}",
@@ -133,7 +133,7 @@ def map_keyed(table: pa.Table, source: str, logs: LoggedData, cols: KeyColumns, 
         row = map_rows(logs, decisions, position)
     action_code = None
     if cols.action in present and not found[cols.action]:
-        action_code, action_problems = logs.encode_actions(to_numpy(table.column(cols.action)), source, cols.action)
+        action_code, action_problems = logs.encode_actions(to_key(table.column(cols.action)), source, cols.action)
         problems += action_problems
     # rows of decisions outside the logs (e.g. another day) play no part; an unknown action keeps code
     # -1: it is reported, and its row still counts in the sums

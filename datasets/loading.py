@@ -73,7 +73,8 @@ def open_dataset(source, name: str | None = None):
     if isinstance(source, (TableSource, ParquetFileSource)):
         return source
     if not is_path(source):
-        return TableSource(_in_memory_table(source, source_name(source, name)))
+        return _checked_names(TableSource(_in_memory_table(source, source_name(source, name))),
+                              source_name(source, name))
     path = Path(source)
     source = str(path)
     if not path.exists():
@@ -87,12 +88,40 @@ def open_dataset(source, name: str | None = None):
         raise InputError(Problem(source, "is an empty file, not Parquet", fix="re-export the file"))
     try:
         if path.is_file():
-            return ParquetFileSource(source)
+            return _checked_names(ParquetFileSource(source), source)
         import pyarrow.dataset as ds
-        return ds.dataset(source, format="parquet", partitioning="hive")
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        _check_partition_keys(path, files)
+        return _checked_names(ds.dataset(source, format="parquet", partitioning="hive"), source)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
+        if path.is_dir() and "duplicate field names" in str(exc):  # name the file and the column
+            for file in sorted(files):
+                _checked_names(ParquetFileSource(str(file)), str(file))
         raise InputError(Problem(source, f"is not a readable Parquet file ({_short(exc)})",
                                  fix="write the file with pyarrow or pandas .to_parquet(), and check it is complete")) from None
+
+
+def _checked_names(dataset, source: str):
+    """The opened source, once each of its column names is unique."""
+    from .validation import check_column_names
+    problems = check_column_names(dataset.schema.names, source)
+    if problems:
+        raise InputError(problems)
+    return dataset
+
+
+def _check_partition_keys(root: Path, files: Sequence[Path]) -> None:
+    """Hive partition folders (`key=value`) whose key is also a column of a file below them are an error
+    (the folder's value would replace the column's): the keys of `root`'s folders against the columns
+    of every file under such a folder (only their footers are read)."""
+    from .validation import check_partition_keys
+    keys_of = {f: [part.split("=", 1)[0] for part in f.relative_to(root).parts[:-1] if "=" in part] for f in files}
+    keys = [k for ks in keys_of.values() for k in ks]
+    if not keys:
+        return
+    columns = {str(f): pq.read_schema(f).names for f, ks in keys_of.items() if ks}
+    problems = check_partition_keys(keys, columns, str(root))
+    if problems:
+        raise InputError(problems)
 
 
 def _in_memory_table(data, source: str) -> pa.Table:
@@ -108,6 +137,10 @@ def _in_memory_table(data, source: str) -> pa.Table:
     if pd is None or not isinstance(data, pd.DataFrame):
         raise InputError(Problem(source, f"is a {type(data).__name__}, not a Parquet path, a pandas DataFrame "
                                  "or a pyarrow Table", fix="pass a path, a DataFrame or a pyarrow Table"))
+    from .validation import check_column_names
+    repeated = check_column_names([str(c) for c in data.columns], source)
+    if repeated:
+        raise InputError(repeated)
     try:
         return pa.Table.from_pandas(data, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError):
@@ -154,7 +187,7 @@ def read_table(path, columns: Sequence[str], optional: Sequence[str] = (),
     wanted = list(dict.fromkeys([*(c for c in columns if c in available), *(c for c in optional if c in available)]))
     try:
         return dataset.to_table(columns=wanted)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
         raise InputError(Problem(label, f"could not be read ({_short(exc)})",
                                  fix="check that every Parquet file is complete and has the same schema")) from None
 
@@ -168,7 +201,7 @@ def iter_batches(path, columns: Sequence[str], batch_size: int = 1 << 20) -> Ite
         raise InputError(missing)
     try:
         yield from dataset.to_batches(columns=list(columns), batch_size=batch_size)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
         raise InputError(Problem(label, f"could not be read ({_short(exc)})",
                                  fix="check that every Parquet file is complete")) from None
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import validation as v
-from .arrow import to_float, to_int64, to_numpy
+from .arrow import to_float, to_int64, to_key
 from .errors import InputError, Problem
 from .keyed import KeyColumns, check_positions_in_logs, keyed_table
 from .kernels import float64, int64, joins_module
@@ -93,7 +93,7 @@ def _context_free_policy(dataset, source: str, logs: LoggedData, name: str, cols
         prob = to_float(table.column(cols.value))
         problems += v.check_probability(prob, source, cols.value, zero_allowed=True)
     if not column_problems[cols.action]:
-        action_code, found = logs.encode_actions(to_numpy(table.column(cols.action)), source, cols.action)
+        action_code, found = logs.encode_actions(to_key(table.column(cols.action)), source, cols.action)
         problems += found
     if by_position and not column_problems[cols.position]:
         position = to_int64(table.column(cols.position))

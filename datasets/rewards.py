@@ -82,3 +82,32 @@ def _split_terms(expr: str) -> list[tuple[float, str]]:
     if len(parts) > 1 and not parts[0][1].strip():  # a leading sign, as in '-click + watch_seconds'
         parts = parts[1:]
     return parts
+
+
+def shadowing_problems(specs, columns, source: str = "--reward") -> list[Problem]:
+    """Metrics named like a column of the logs but defined as something else.
+
+    `watch_seconds = "-1*watch_seconds"` would make every report's "watch_seconds" mean the opposite
+    of the column of that name (and of what a reader, a causal check or another gate reads there).
+    Naming a column after itself (`click = "click"`) is allowed.
+    """
+    available = set(columns)
+
+    def fix(spec: RewardSpec) -> str:
+        if source.startswith("["):  # gate.toml's [rewards] table
+            return (f'give the metric its own name, e.g. {spec.name}_adjusted = "{spec.expression}", and use that '
+                    "name in [[criterion]] metric")
+        return f"give the metric its own name, e.g. --reward '{spec.name}_adjusted={spec.expression}'"
+
+    return [Problem(source, f"the metric '{spec.name}' = '{spec.expression}' has the name of a column of the logs, "
+                            "which holds something else", fix=fix(spec))
+            for spec in specs if spec.name in available and spec.weights != ((spec.name, 1.0),)]
+
+
+def duplicate_problems(specs, source: str = "--reward") -> list[Problem]:
+    """The same metric name given twice (e.g. --reward m=watch_seconds --reward m=click): one would be lost."""
+    names = [spec.name for spec in specs]
+    twice = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+    return [Problem(source, f"the metric name '{name}' is given twice ("
+                            + ", ".join(f"'{s.expression}'" for s in specs if s.name == name) + ")",
+                    fix="name each metric once") for name in twice]

@@ -7,6 +7,9 @@ import numpy as np
 
 #: A mean weight this many standard errors from 1 is a finding, not noise.
 MEAN_WEIGHT_Z = 4.0
+#: ... and only when it is also this far from 1: at 1e7 rows a propensity rounded to 3 decimals is
+#: "significant" without mattering.
+MEAN_WEIGHT_TOLERANCE = 0.01
 #: Width, in standard errors of the mean weight, of the bounds on the unsupported mass.
 UNSUPPORTED_Z = 3.0
 
@@ -29,8 +32,9 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     mean = total / n
     # from the two sums, not np.std: no full-size temporaries (weights are O(1), so no cancellation to fear)
     se = math.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1) / n) if n > 1 else math.nan
-    # Bounds at 3 standard errors (one-sided 99.9%): the mean of heavy weights is noisy and skewed,
-    # and a gate that holds a candidate back on its lower bound must rarely do so on noise alone
+    # Bounds at 3 standard errors (one-sided 99.9%): the mean of heavy weights is noisy and skewed
+    # (its sample mean falls short of 1 more often than it overshoots). The gate reads the upper bound:
+    # a candidate passes only when the data show that its unsupported mass is below the ceiling
     margin = UNSUPPORTED_Z * (se if math.isfinite(se) else 0.0)
     unsupported = min(1.0, max(0.0, 1.0 - mean))
     unsupported_lower = min(1.0, max(0.0, 1.0 - mean - margin))
@@ -52,6 +56,17 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
         "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
         "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }
+
+
+def mean_weight_z(diag: dict) -> float:
+    """How many standard errors the mean weight lies above 1 (negative below; +inf for constant weights
+    above 1, which no correct propensities give; 0 when there is nothing to tell)."""
+    excess, se = diag["mean_weight"] - 1.0, diag["mean_weight_se"]
+    if se is None or not math.isfinite(se) or not math.isfinite(excess):
+        return 0.0
+    if se == 0:
+        return math.inf if excess > 0 else -math.inf if excess < 0 else 0.0
+    return excess / se
 
 
 def _histogram(weight: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -95,7 +110,7 @@ def warnings_for(diag: dict, *, estimated_propensities: bool = False, compact: b
                    "rests on a few heavily weighted rows; expect wide intervals and prefer self-normalised or DR "
                    "estimators.")
     mean, se = diag["mean_weight"], diag["mean_weight_se"]
-    if se and se > 0 and abs(mean - 1.0) / se > MEAN_WEIGHT_Z and abs(mean - 1.0) > 0.01:
+    if se and se > 0 and abs(mean - 1.0) / se > MEAN_WEIGHT_Z and abs(mean - 1.0) > MEAN_WEIGHT_TOLERANCE:
         if mean < 1:
             out.append(f"Mean importance weight is {mean:.3f} (should be 1): about {1 - mean:.1%} of the candidate's "
                        "probability falls on actions the logging policy never takes, or the logged propensities are too large.")

@@ -8,6 +8,12 @@ interval at level 1 - alpha / (m - k); at the first test that cannot be decided,
 test are inconclusive. A candidate whose diagnostics miss the thresholds is inconclusive on every
 criterion; invalid data never reaches this point (it is an input error), and degenerate intervals
 (zero or undefined standard error) are inconclusive, so a gate never passes on them.
+
+The diagnostics thresholds have safe defaults (datasets/gate_config.py, DEFAULT_*): an effective
+sample size floor, absolute and relative to n; a ceiling on the unsupported mass read at its upper
+bound (held back unless the data show the mass is below it); and a mean weight significantly above 1
+(wrong propensities). The thresholds in force are recorded in the document (`diagnostics_thresholds`)
+with the warnings about settings that cannot block a worse candidate (`warnings`).
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ import math
 from dataclasses import dataclass, field
 
 from livegate.datasets.errors import InputError, Problem
-from livegate.datasets.gate_config import GateConfig
+from livegate.datasets.gate_config import DIAGNOSTICS_DEFAULTS, GateConfig
 
+from .diagnostics import MEAN_WEIGHT_TOLERANCE, UNSUPPORTED_Z, mean_weight_z
 from .evaluate import EvaluationResult
 
 SCHEMA = "livegate.gate/1"
@@ -37,6 +44,8 @@ class GateDecision:
     evaluation: object = None       # EvaluationResult
     causal_result: object = None    # livegate.causal.CausalResult, when the gate has a causal requirement
     provenance: dict = field(default_factory=dict)
+    #: settings that let a worse candidate through (loosened thresholds, criteria that cannot block one)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -45,8 +54,9 @@ class GateDecision:
     def to_dict(self) -> dict:
         doc = {"schema": SCHEMA, "decision": self.decision, "exit_code": self.exit_code,
                "baseline": self.config.baseline, "estimator": self.config.estimator, "alpha": self.config.alpha,
-               "ci": self.config.ci, "multiplicity": self.multiplicity, "candidates": self.candidates,
-               "causal": self.causal,
+               "ci": self.config.ci, "multiplicity": self.multiplicity,
+               "diagnostics_thresholds": diagnostics_thresholds(self.config), "warnings": self.warnings,
+               "candidates": self.candidates, "causal": self.causal,
                "evaluation": None if self.evaluation is None else self.evaluation.to_dict(),
                "causal_result": None if self.causal_result is None else self.causal_result.to_dict(),
                "config": self.config.raw}
@@ -66,19 +76,75 @@ class GateDecision:
         head = f"<p><b>livegate gate: {self.decision.upper()}</b> (exit code {self.exit_code})</p>"
         causal = "" if not self.causal else \
             f"<p>causal requirement: {self.causal['decision']} ({html.escape(self.causal['reason'])})</p>"
-        return head + self.to_frame().to_html(index=False, float_format="{:.4g}".format) + causal
+        warnings = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
+        return head + self.to_frame().to_html(index=False, float_format="{:.4g}".format) + causal + \
+            (f"<p>Warnings:</p><ul>{warnings}</ul>" if warnings else "")
+
+
+def diagnostics_thresholds(cfg: GateConfig) -> dict:
+    """The diagnostics thresholds in force, how each is read, and which ones gate.toml loosened."""
+    return {**cfg.diagnostics_settings,
+            "unsupported_mass_bound": "upper", "unsupported_mass_z": UNSUPPORTED_Z,
+            "mean_weight_tolerance": MEAN_WEIGHT_TOLERANCE,
+            "defaults": dict(DIAGNOSTICS_DEFAULTS), "loosened": cfg.loosened}
+
+
+def _gated_ess(diag: dict) -> tuple[int, float]:
+    """(rows, effective sample size) the floor applies to. Over sessions these are the per-decision
+    weights of every step (n_rows, decision_ess): they show wrong or degenerate propensities at any
+    step, while the collapse of their products along a session widens the interval instead."""
+    return diag.get("n_rows", diag["n"]), diag.get("decision_ess", diag["ess"])
+
+
+def _required_ess(n: int, cfg: GateConfig) -> float:
+    return max(cfg.min_ess, cfg.min_ess_share * n)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g}%"
+
+
+def _ess_text(ess: float) -> str:
+    return f"{ess:,.0f}" if ess >= 10 else f"{ess:.2g}"
 
 
 def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
+    """Which thresholds a candidate's weight diagnostics miss (each one makes it inconclusive)."""
     failures = []
-    if diag["ess"] < cfg.min_ess:
-        failures.append(f"effective sample size {diag['ess']:,.0f} < min_ess {cfg.min_ess:,.0f}")
+    n, ess = _gated_ess(diag)
+    required = _required_ess(n, cfg)
+    if not ess >= required:  # NaN misses too
+        failures.append(f"effective sample size {_ess_text(ess)} < {required:,.0f} required (min_ess "
+                        f"{cfg.min_ess:,.0f}; min_ess_share {_pct(cfg.min_ess_share)} of {n:,} rows)")
     # the mass is estimated from the mean weight, whose noise grows with the weights: a candidate is
-    # held back when the data show (lower bound at 3 standard errors) more unsupported mass than allowed
-    if diag["unsupported_mass_lower"] > cfg.max_unsupported_mass:
-        failures.append(f"unsupported mass {diag['unsupported_mass']:.3f} (lower bound "
-                        f"{diag['unsupported_mass_lower']:.3f}) > max_unsupported_mass {cfg.max_unsupported_mass:.3f}")
+    # held back unless the data show (upper bound at 3 standard errors) that it is below the ceiling
+    upper = diag["unsupported_mass_upper"]
+    if not upper <= cfg.max_unsupported_mass:
+        failures.append(f"unsupported mass upper bound {_pct(upper)} (estimate {_pct(diag['unsupported_mass'])}) > "
+                        f"max_unsupported_mass {_pct(cfg.max_unsupported_mass)}")
+    # E[w] <= 1 for any candidate under correct propensities: a mean clearly above 1 means they are wrong
+    z, mean = mean_weight_z(diag), diag["mean_weight"]
+    if z > cfg.max_mean_weight_z and mean - 1.0 > MEAN_WEIGHT_TOLERANCE:
+        failures.append(f"mean importance weight {mean:.3f} is {z:.1f} standard errors above 1 (> max_mean_weight_z "
+                        f"{cfg.max_mean_weight_z:.3g}): the logged propensities look wrong (too small, or not the "
+                        "probability of the logged action)")
     return failures
+
+
+def _margin_warnings(cfg: GateConfig, metrics: dict) -> list[str]:
+    """An absolute non-inferiority margin at least the baseline's own value: it cannot block a worse
+    candidate (a relative one of 100% or more is warned about from the configuration alone)."""
+    out = []
+    for i, crit in enumerate(cfg.criteria):
+        if crit.rule != "non_inferior" or crit.relative:
+            continue
+        base_value = metrics[crit.metric][cfg.baseline].estimates.get(cfg.estimator, {}).get("value")
+        if base_value is not None and math.isfinite(base_value) and crit.threshold >= abs(base_value) > 0:
+            out.append(f"[[criterion]] {i + 1} ({crit.metric} non_inferior): margin = {crit.threshold:g} is at least "
+                       f"the baseline's own value ({base_value:.4g}), so it passes a candidate that loses all of it: "
+                       "this criterion cannot block a worse candidate. Use a smaller margin, e.g. "
+                       "relative = true with margin = 0.05")
+    return out
 
 
 def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = None) -> GateDecision:
@@ -97,9 +163,14 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
     for cand in cfg.candidates:
         diag = metrics[cfg.criteria[0].metric][cand.name].diagnostics
         failures = _diagnostic_failures(diag, cfg)
+        # the figures the thresholds were compared with, next to the verdict
+        n, ess = _gated_ess(diag)
         entry = {"name": cand.name, "decision": None,
-                 "diagnostics": {"ok": not failures, "failures": failures, "ess": diag["ess"],
-                                 "unsupported_mass": diag["unsupported_mass"], "n": diag["n"]},
+                 "diagnostics": {"ok": not failures, "failures": failures, "ess": ess, "n": n,
+                                 "ess_share": ess / n if n else None, "min_ess_required": _required_ess(n, cfg),
+                                 "unsupported_mass": diag["unsupported_mass"],
+                                 "unsupported_mass_upper": diag["unsupported_mass_upper"],
+                                 "mean_weight": diag["mean_weight"], "mean_weight_se": diag["mean_weight_se"]},
                  "criteria": []}
         for crit in cfg.criteria:
             result = metrics[crit.metric][cand.name]
@@ -158,8 +229,9 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
                     "note": f"{m} tests (candidates x criteria) at family-wise level {cfg.alpha}: the test with the "
                             f"k-th smallest p-value (k = 0, 1, ...) is judged with a 1 - {cfg.alpha}/({m} - k) "
                             "interval, and testing stops at the first that cannot be decided (Holm 1979)."}
+    warnings = list(dict.fromkeys([*cfg.warnings, *_margin_warnings(cfg, metrics)]))
     return GateDecision(decision=_combine(decisions), candidates=candidates, multiplicity=multiplicity,
-                        config=cfg, causal=causal)
+                        config=cfg, causal=causal, warnings=warnings)
 
 
 def _criterion_contrast(crit, name, base, estimator, threshold, baseline_value):

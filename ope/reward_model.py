@@ -6,6 +6,7 @@ predictions keep DR's correction term unbiased given the model (Chernozhukov et 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -90,9 +91,17 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
     all_rows = np.arange(n)
     for k in range(n_folds):
         train, test = fold != k, fold == k
-        fold_model = _new_model(binary, cat_mask, seed + k) if model is None else _user_model(model, binary)
+        x_train = features(all_rows[train], action_code[train])
+        # a feature without any value in the training rows (all NaN, e.g. a context column that is
+        # mostly missing) cannot be binned: it becomes a constant, which no split uses, in training
+        # and in prediction alike
+        values = np.count_nonzero(~np.isnan(x_train), axis=0)
+        empty = values == 0
+        x_train[:, empty] = 0.0
+        fold_model = _new_model(binary, cat_mask, seed + k, _can_stop_early(reward[train], binary, values)) \
+            if model is None else _user_model(model, binary)
         try:
-            fold_model.fit(features(all_rows[train], action_code[train]), reward[train])
+            fold_model.fit(x_train, reward[train])
         except ValueError as exc:
             if model is None:
                 raise
@@ -102,6 +111,8 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
                                          "features, with NaN for missing values: use a model that accepts "
                                          "NaN (e.g. in a Pipeline with SimpleImputer)")) from None
         predict = _prediction(fold_model)
+        if empty.any():
+            predict = functools.partial(_predict_filled, predict, empty)
         q_logged[test] = predict(features(all_rows[test], action_code[test]))
         for name, (rows, actions) in policies.items():
             in_fold = test[rows]
@@ -124,6 +135,13 @@ def _user_model(model, binary: bool):
     return clone(model)
 
 
+def _predict_filled(predict, empty: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """`predict` of features whose `empty` columns were constant (0) in training."""
+    X = X.copy()
+    X[:, empty] = 0.0
+    return predict(X)
+
+
 def _prediction(model):
     """The expected reward: P(r = 1 | x, a) from a classifier, the regression otherwise."""
     if hasattr(model, "predict_proba") and getattr(model, "classes_", None) is not None:
@@ -134,9 +152,32 @@ def _prediction(model):
     return model.predict
 
 
-def _new_model(binary: bool, categorical: list[bool], seed: int):
-    common = dict(max_iter=200, learning_rate=0.1, max_leaf_nodes=31, early_stopping=True,
-                  validation_fraction=0.1, n_iter_no_change=10, random_state=seed,
+#: the share of a fold's training rows that early stopping holds out
+_VALIDATION_FRACTION = 0.1
+#: the fewest training rows with which early stopping holds out a validation set
+_MIN_ROWS_EARLY_STOPPING = 20
+
+
+def _can_stop_early(y: np.ndarray, binary: bool, values: np.ndarray | None = None) -> bool:
+    """Whether HistGradientBoosting can hold out its early-stopping validation set: enough rows, for
+    a classifier each class twice at least (the hold-out is stratified), and every feature with a
+    value (`values`: how many rows have one) keeping one outside the hold-out (a feature without
+    any value where the trees are binned fails to bin). A rare click, a tiny fold or a nearly empty
+    context column trains without early stopping instead of failing."""
+    if len(y) < _MIN_ROWS_EARLY_STOPPING:
+        return False
+    held_out = int(np.ceil(_VALIDATION_FRACTION * len(y)))
+    if values is not None and np.any((values > 0) & (values <= held_out)):
+        return False
+    if binary:
+        n_ones = int(np.count_nonzero(y == 1))
+        return n_ones == 0 or n_ones == len(y) or min(n_ones, len(y) - n_ones) >= 2
+    return True
+
+
+def _new_model(binary: bool, categorical: list[bool], seed: int, early_stopping: bool = True):
+    common = dict(max_iter=200, learning_rate=0.1, max_leaf_nodes=31, early_stopping=early_stopping,
+                  validation_fraction=_VALIDATION_FRACTION, n_iter_no_change=10, random_state=seed,
                   categorical_features=np.asarray(categorical, dtype=bool) if any(categorical) else None)
     return HistGradientBoostingClassifier(**common) if binary else HistGradientBoostingRegressor(**common)
 

@@ -216,12 +216,42 @@ def metric_definitions(evaluation: dict) -> list[tuple[str, str]]:
 
 
 #: The unsupported-mass figure ope/gate.py (_diagnostic_failures) compares with the gate's
-#: max_unsupported_mass, and how to call it. The gate's candidate block carries only the point
-#: estimate, so the report reads the bound from the embedded evaluation; showing the point next
-#: to "meets the thresholds" would compare the reader's eye with a number the gate never used.
-#: tests/test_reports_fixes.py checks that this still matches what ope/gate.py compares.
-GATE_UNSUPPORTED_KEY = "unsupported_mass_lower"
-GATE_UNSUPPORTED_LABEL = "lower bound"
+#: max_unsupported_mass, and how to call it: the upper bound (a candidate is held back unless the
+#: data show the mass is below the ceiling). The gate's candidate block carries it (older documents
+#: only the point estimate: the report then reads the bound from the embedded evaluation); showing
+#: the point next to "meets the thresholds" would compare the reader's eye with a number the gate
+#: never used. tests/test_reports_fixes.py checks that this still matches what ope/gate.py compares.
+GATE_UNSUPPORTED_KEY = "unsupported_mass_upper"
+GATE_UNSUPPORTED_LABEL = "upper bound"
+
+
+def gate_thresholds(gate: dict) -> dict:
+    """The diagnostics thresholds a gate applied: the document's `diagnostics_thresholds` (defaults
+    included), or, in documents written before it existed, what its gate.toml set."""
+    return as_dict(gate.get("diagnostics_thresholds")) or as_dict(as_dict(gate.get("config")).get("diagnostics"))
+
+
+def gate_thresholds_text(gate: dict) -> str | None:
+    """The diagnostics thresholds in force, in one sentence; None for documents that do not record them."""
+    t = as_dict(gate.get("diagnostics_thresholds"))
+    if not t:
+        return None
+
+    def percent(value) -> str:
+        number = fmt.as_number(value)
+        return fmt.MISSING if number is None else fmt.plain(number * 100) + "%"
+
+    loosened = [str(k) for k in as_list(t.get("loosened"))]
+    return (f"diagnostics thresholds: ESS >= {fmt.plain(t.get('min_ess'))} and >= "
+            f"{percent(t.get('min_ess_share'))} of the rows; unsupported mass "
+            f"{fmt.text(t.get('unsupported_mass_bound'))} bound <= {percent(t.get('max_unsupported_mass'))}; mean "
+            f"weight at most {fmt.plain(t.get('max_mean_weight_z'))} standard errors above 1"
+            + (f" (loosened in gate.toml: {', '.join(loosened)})" if loosened else ""))
+
+
+def gate_warnings(gate: dict) -> list[str]:
+    """The gate's own warnings: settings that let a worse candidate through."""
+    return [str(w) for w in as_list(gate.get("warnings"))]
 
 
 def _criterion_label(criterion: dict) -> str:
@@ -234,7 +264,7 @@ def gate_candidates(gate: dict) -> list[dict]:
     with the thresholds from the gate's configuration, and the evaluation's warnings for it)."""
     evaluation = as_dict(gate.get("evaluation"))
     metrics = metrics_of(evaluation)
-    settings = as_dict(as_dict(gate.get("config")).get("diagnostics"))
+    settings = gate_thresholds(gate)
     out = []
     for candidate in as_list(gate.get("candidates")):
         candidate = as_dict(candidate)
@@ -265,6 +295,7 @@ def gate_candidates(gate: dict) -> list[dict]:
             "inconclusive": by_decision["inconclusive"],
             "ok": diagnostics.get("ok"), "failures": [str(f) for f in as_list(diagnostics.get("failures"))],
             "ess": ess, "n": n, "ess_share": share, "min_ess": settings.get("min_ess"),
+            "min_ess_required": diagnostics.get("min_ess_required"),
             "unsupported_bound": bound, "unsupported_bound_label": GATE_UNSUPPORTED_LABEL,
             "unsupported_estimate": diagnostics.get("unsupported_mass", evaluated.get("unsupported_mass")),
             "unsupported_upper": evaluated.get("unsupported_mass_upper"),

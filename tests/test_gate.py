@@ -133,19 +133,26 @@ def test_config_paths_are_relative_to_the_file(sim_dir):
     assert cfg.logs == sim_dir / "logs.parquet" and cfg.candidates[0].policy == sim_dir / "policies" / "better.parquet"
 
 
-def test_unsupported_mass_holds_a_candidate_back_only_on_evidence():
+def test_unsupported_mass_holds_a_candidate_back_unless_the_data_show_it_is_below_the_ceiling():
+    """The gate reads the unsupported mass at its upper bound (3 standard errors of the mean weight):
+    supported weights pass when there are enough of them, the same weights on too few rows to tell
+    are held back, and 15% of the mass outside the support is held back at any size."""
     from livegate.ope.diagnostics import weight_diagnostics
     from livegate.ope.gate import _diagnostic_failures
     from livegate.datasets.gate_config import GateConfig
 
     cfg = GateConfig(source=Path("g.toml"), logs=Path("l"), candidates=(), criteria=(), rewards={},
-                     max_unsupported_mass=0.01)
+                     min_ess=0.0, min_ess_share=0.0)  # the unsupported-mass ceiling (default 10%) alone
+    assert cfg.max_unsupported_mass == 0.10
     rng = np.random.default_rng(0)
     supported = rng.exponential(1.0, 20_000)            # E[w] = 1: full support, noisy weights
-    leaving = supported * 0.9                            # 10% of the mass outside the support
+    leaving = supported * 0.85                           # 15% of the mass outside the support
     assert not _diagnostic_failures(weight_diagnostics(supported), cfg)
     failures = _diagnostic_failures(weight_diagnostics(leaving), cfg)
-    assert failures and "unsupported mass" in failures[0]
+    assert failures and "unsupported mass upper bound" in failures[0]
+    few = weight_diagnostics(supported[:100])  # 3 se = 3 / sqrt(100) = 30%, though the estimate is 0
+    assert few["unsupported_mass"] == 0.0 and few["unsupported_mass_upper"] > 0.10
+    assert "unsupported mass upper bound" in _diagnostic_failures(few, cfg)[0]
 
 
 def test_same_config_gives_byte_identical_gate_documents(sim_dir, tmp_path):
@@ -216,7 +223,9 @@ def test_holm_stops_at_an_undecided_test_even_when_its_candidate_failed_diagnost
     # after a test Holm cannot reject, so it must be inconclusive
     def result(diff, se, ess):
         return PolicyResult(estimates={"snips": {"value": 1.0 + diff}},
-                            diagnostics={"ess": ess, "unsupported_mass_lower": 0.0, "unsupported_mass": 0.0, "n": 1000},
+                            diagnostics={"ess": ess, "unsupported_mass_lower": 0.0, "unsupported_mass": 0.0,
+                                         "unsupported_mass_upper": 0.0, "mean_weight": 1.0, "mean_weight_se": 0.01,
+                                         "n": 1000},
                             vs_baseline={"snips": {"difference": diff, "se": se}})
 
     metrics = {"m": {"logging": result(0.0, 0.0, 1000), "noisy": result(2.06, 1.0, 10), "good": result(2.0, 1.0, 1000)}}

@@ -216,10 +216,11 @@ def test_the_report_names_the_bound_ope_gate_compares():
     it and that one below passes them."""
     from livegate.ope.gate import _diagnostic_failures
 
-    cfg = types.SimpleNamespace(min_ess=0.0, max_unsupported_mass=0.05)
+    cfg = types.SimpleNamespace(min_ess=0.0, min_ess_share=0.0, max_unsupported_mass=0.05, max_mean_weight_z=4.0)
     keys = ("unsupported_mass", "unsupported_mass_lower", "unsupported_mass_upper")
-    only = {"ess": 1e6, **{k: (0.5 if k == GATE_UNSUPPORTED_KEY else 0.0) for k in keys}}
-    others = {"ess": 1e6, **{k: (0.0 if k == GATE_UNSUPPORTED_KEY else 0.5) for k in keys}}
+    weights = {"ess": 1e6, "n": 10**6, "mean_weight": 1.0, "mean_weight_se": 0.001}
+    only = {**weights, **{k: (0.5 if k == GATE_UNSUPPORTED_KEY else 0.0) for k in keys}}
+    others = {**weights, **{k: (0.0 if k == GATE_UNSUPPORTED_KEY else 0.5) for k in keys}}
     assert _diagnostic_failures(only, cfg), "the gate does not compare " + GATE_UNSUPPORTED_KEY
     assert not _diagnostic_failures(others, cfg), "the gate compares more than " + GATE_UNSUPPORTED_KEY
     assert GATE_UNSUPPORTED_LABEL in {"unsupported_mass_lower": "lower bound",
