@@ -77,13 +77,18 @@ def _reward_specs(rewards, available: Sequence[str], named: Mapping[str, RewardS
         rewards = [rewards]
     elif isinstance(rewards, Mapping):
         rewards = [f"{name}={expr}" for name, expr in rewards.items()]
+    from livegate.datasets.rewards import duplicate_problems, shadowing_problems
+
+    problems = shadowing_problems(named.values(), available, "[rewards]")  # gate.toml's named metrics
     if rewards:
         specs = [r if isinstance(r, RewardSpec) else named[r] if r in named else parse_reward(r) for r in rewards]
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise InputError(Problem("--reward", f"the metric name '{next(n for n in names if names.count(n) > 1)}' "
-                                     "is given twice", fix="name each metric once"))
+        problems += duplicate_problems(specs)
+        problems += shadowing_problems([s for s in specs if named.get(s.name) is not s], available)
+        if problems:
+            raise InputError(problems)
         return specs
+    if problems:
+        raise InputError(problems)
     present = [c for c in DEFAULT_OUTCOMES if c in available]
     if not present:
         raise InputError(Problem(source, f"has none of the default reward columns ({', '.join(DEFAULT_OUTCOMES)})",
@@ -107,13 +112,14 @@ def _source_name(source, default: str) -> str:
 def load_inputs(logs, policies: Mapping[str, Any] | None = None, rewards=None, *, q_hat=None,
                 context: Sequence[str] | str | None = None, columns: Mapping[str, str] | None = None,
                 actions=None, estimate_propensities: bool = False, seed: int = 0,
-                named_rewards: Mapping[str, RewardSpec] | None = None, progress: Progress = _quiet) -> Inputs:
+                named_rewards: Mapping[str, RewardSpec] | None = None, sessions: bool = False,
+                progress: Progress = _quiet) -> Inputs:
     """Read and validate logs, policies and predictions (paths, DataFrames or Arrow tables).
 
     `policies` maps a name to a source, or to None for the compact form (the logs' pi_NAME column);
     `q_hat` is one source (for the first reward) or {metric: source}; `context` lists column names or
     glob patterns (default x_*); `columns` maps roles to the logs' own names, e.g. {"action": "stream_id"}
-    (or is a LogSchema).
+    (or is a LogSchema). `sessions` reads and validates session_id and step (session-level evaluation).
     """
     from livegate.datasets import (compact_columns, compact_policy, column_names, load_catalogue, load_joins_in_background,
                            load_logs, load_policy, load_q_hat, open_dataset)
@@ -121,7 +127,7 @@ def load_inputs(logs, policies: Mapping[str, Any] | None = None, rewards=None, *
     progress("reading logs")
     schema = _schema(columns)
     logs_name = _source_name(logs, "logs")
-    available = column_names(open_dataset(logs))
+    available = column_names(open_dataset(logs, logs_name))
     specs = _reward_specs(rewards, available, named_rewards or {}, logs_name)
     policies = dict(policies or {})
     for name in policies:
@@ -137,7 +143,7 @@ def load_inputs(logs, policies: Mapping[str, Any] | None = None, rewards=None, *
     loaded = load_logs(logs, specs, schema=schema, need_decision_id=bool(joined or q_hat_sources),
                        need_propensity=not estimate_propensities, need_context=True,
                        context=_context_columns(context, available, specs, schema), optional_extra=optional,
-                       name=logs_name)
+                       name=logs_name, need_sessions=sessions)
     if estimate_propensities:
         from livegate.causal import estimate_propensities as estimate
 
@@ -193,14 +199,19 @@ def provenance(sources: Mapping[str, Any], seed: int) -> dict:
 # --- evaluate ----------------------------------------------------------------------------------
 
 def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
-             estimators: Sequence[str | EstimatorSpec] | str = ("ips", "snips", "dr"), *, q_hat=None,
+             estimators: Sequence[str | EstimatorSpec] | str | None = None, *, q_hat=None,
              ci: str = "normal", alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, baseline: str = "logging",
              folds: int = 3, reward_ranges: Mapping[str, tuple[float, float]] | None = None,
              max_weight: float | None = None, context: Sequence[str] | str | None = None,
              columns: Mapping[str, str] | None = None, actions=None, reward_model=None,
-             estimate_propensities: bool = False, progress: Progress = _quiet):
+             estimate_propensities: bool = False, sessions: bool = False, gamma: float = 1.0,
+             progress: Progress = _quiet):
     """Estimate each policy's value for each reward and estimator, with intervals, diagnostics and the
     paired difference to the baseline (by default the logging policy, which is always listed).
+
+    sessions: evaluate whole viewer sessions (the logs' session_id and step): the value is the expected
+    discounted return per session, sum_t gamma^t r_t, and each session is one sample. estimators:
+    None for the level's defaults (ips, snips, dr; for sessions pdis, wpdis, wdr).
 
     logs, each policy, q_hat and actions: a Parquet path, a pandas DataFrame or a pyarrow Table.
     rewards: a column or expression ("engagement=watch_seconds + 50*gift_value"), a list of them or a
@@ -210,15 +221,18 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     """
     from livegate.ope import EvaluationConfig, evaluate as run
 
+    level = "session" if sessions else "decision"
     if isinstance(estimators, (str, EstimatorSpec)):
         estimators = [e for e in estimators.split(",") if e.strip()] if isinstance(estimators, str) else [estimators]
-    config = EvaluationConfig(estimators=tuple(as_estimator(e).identifier for e in estimators), ci=ci, alpha=alpha,
+    config = EvaluationConfig(estimators=None if estimators is None else
+                              tuple(as_estimator(e, level).identifier for e in estimators), ci=ci, alpha=alpha,
                               n_boot=n_boot, seed=seed, baseline=baseline, n_folds=folds,
                               reward_ranges=dict(reward_ranges or {}), max_weight=max_weight,
-                              reward_model=reward_model)
+                              reward_model=reward_model, level=level, gamma=gamma)
     config.validate()  # before any data is read
     inputs = load_inputs(logs, policies, rewards, q_hat=q_hat, context=context, columns=columns, actions=actions,
-                         estimate_propensities=estimate_propensities, seed=seed, progress=progress)
+                         estimate_propensities=estimate_propensities, seed=seed, sessions=sessions,
+                         progress=progress)
     result = run(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat, progress=progress)
     result.provenance = provenance(inputs.sources, seed)
     result.warnings = list(dict.fromkeys([*inputs.logs.warnings, *result.warnings]))
@@ -264,7 +278,7 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
                           learn_policy=learn_policy, propensity=propensity)
     progress("reading logs")
     frame = read_causal_frame(data, config, schema=_schema(columns))
-    result = run_causal_check(frame, config, progress=progress)
+    result = run_causal_check(frame, config, progress=progress, source=_source_name(data, "logs"))
     result.provenance = provenance({"logs": data, "graph": graph_path}, seed)
     return result
 
@@ -283,7 +297,8 @@ def _tuple(values: Sequence[str] | str | None) -> tuple[str, ...] | None:
 _GATE_KEYS = {"--estimators": "[evaluation] estimator", "--ci": "[evaluation] ci", "--alpha": "[evaluation] alpha",
               "--n-boot": "[evaluation] n_boot", "--baseline": "[evaluation] baseline",
               "--reward-range": "[reward_range]", "--reward": "[[criterion]] metric", "--policy": "[[candidate]]",
-              "--column": "[data.columns]"}
+              "--column": "[data.columns]", "--max-weight": "[evaluation] max_weight", "--seed": "[evaluation] seed",
+              "[rewards]": "[rewards]", "--gamma": "[evaluation] gamma", "--sessions": "[evaluation] level"}
 
 
 def run_gate(config, *, progress: Progress = _quiet) -> GateDecision:
@@ -309,13 +324,13 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
 
     config = EvaluationConfig(estimators=(cfg.estimator,), ci=cfg.ci, alpha=cfg.alpha, n_boot=cfg.n_boot,
                               seed=cfg.seed, baseline=cfg.baseline, reward_ranges=cfg.reward_ranges,
-                              max_weight=cfg.max_weight)
+                              max_weight=cfg.max_weight, level=cfg.level, gamma=cfg.gamma)
     config.validate()  # before reading any data
     _check_causal_requirement(cfg)
     metrics = list(dict.fromkeys(c.metric for c in cfg.criteria))
     inputs = load_inputs(cfg.logs, {c.name: c.policy for c in cfg.candidates}, metrics, q_hat=cfg.q_hat,
                          context=cfg.context, columns=cfg.columns, actions=cfg.actions, seed=cfg.seed,
-                         named_rewards=cfg.rewards, progress=progress)
+                         named_rewards=cfg.rewards, sessions=cfg.level == "session", progress=progress)
     evaluation = run(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat, progress=progress)
     evaluation.provenance = provenance(inputs.sources, cfg.seed)
     evaluation.warnings = list(dict.fromkeys([*inputs.logs.warnings, *evaluation.warnings]))
@@ -388,7 +403,7 @@ def write_policy(policy, path: str | os.PathLike, protected: Sequence[str | os.P
 
     buffer = io.BytesIO()
     policy.to_parquet(buffer, index=False)
-    return write_atomic(path, buffer.getvalue(), _guard(protected))
+    return write_atomic(path, buffer.getvalue(), _guard(protected), option="--policy-out")
 
 
 def _guard(protected) -> frozenset[Path]:
@@ -398,18 +413,30 @@ def _guard(protected) -> frozenset[Path]:
 def write_outputs(documents: Sequence[dict], *, out=None, report=None, markdown=None, junit=None,
                   protected: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Write the first document as JSON and all of them as an HTML report, a Markdown summary and JUnit
-    XML (each atomically, never over an input). Returns the paths written."""
-    from livegate.datasets.io import write_atomic, write_json
+    XML (each atomically, never over an input). Returns the paths written. Every path is checked
+    before the first is written (`check_outputs`)."""
+    from livegate.datasets.io import dumps_json, write_atomic
 
+    check_outputs(protected=protected, out=out, report=report, markdown=markdown, junit=junit)
     guard = _guard(protected)
     written = []
     if out:
-        written.append(write_json(out, documents[0], guard))
-    renderers = (("render_html", report, documents), ("render_markdown", markdown, documents),
-                 ("render_junit", junit, documents[0]))
-    for renderer, path, what in renderers:
+        written.append(write_atomic(out, dumps_json(documents[0]), guard, option="--out"))
+    renderers = (("render_html", report, documents, "--report"), ("render_markdown", markdown, documents, "--markdown"),
+                 ("render_junit", junit, documents[0], "--junit"))
+    for renderer, path, what, option in renderers:
         if path:
             from livegate import reports
-            write_atomic(path, getattr(reports, renderer)(what), guard)
+            write_atomic(path, getattr(reports, renderer)(what), guard, option=option)
             written.append(Path(path))
     return written
+
+
+def check_outputs(*, protected: Sequence[str | os.PathLike] = (), **paths) -> None:
+    """Raise one InputError naming every output path livegate could not write (a directory, a name too
+    long for the file system, a path under a file) or that is an input; `paths` are option names
+    without dashes (out, report, policy_out, ...), None or "" for outputs not asked for. Call it before
+    the work whose results go there."""
+    from livegate.datasets.io import check_outputs as check
+
+    check({f"--{key.replace('_', '-')}": path for key, path in paths.items() if path}, _guard(protected))

@@ -122,16 +122,38 @@ def _write(args, documents: list[dict], protected, **paths) -> None:
         _say(args, f"wrote {path}")
 
 
-def cmd_simulate(args) -> int:
-    from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
+def _check_outputs(protected=(), directory: str | None = None, **paths) -> None:
+    """Output paths checked before any work (exit 2 naming the option): files `paths` by option name
+    without dashes, and the output `directory` of --out (simulate, demo)."""
+    from livegate.api import check_outputs
+    from livegate.datasets import InputError
+    from livegate.datasets.validation import check_output_path
 
+    if directory is not None:
+        problems = check_output_path(directory, "--out", directory=True)
+        if problems:
+            raise InputError(problems)
+    check_outputs(protected=protected, **paths)
+
+
+def cmd_simulate(args) -> int:
+    _check_outputs(directory=args.out)
     started = time.perf_counter()
-    cfg = SimulationConfig(n_rounds=args.n_rounds, n_streams=args.n_streams, slate_size=args.slate_size,
-                           n_positions=args.n_positions, seed=args.seed)
-    _progress(args)("simulating")
-    paths = write_simulation(simulate(cfg), args.out)
-    _say(args, f"simulated {cfg.n_rounds:,} decisions over {cfg.n_streams} streams (seed {cfg.seed}) "
-               f"in {time.perf_counter() - started:.1f}s")
+    if args.sessions:
+        from livegate.datasets.session_simulator import (SessionSimulationConfig, simulate_sessions,
+                                                         write_session_simulation)
+        cfg = SessionSimulationConfig(n_sessions=args.n_sessions, seed=args.seed, gamma=args.gamma)
+        _progress(args)("simulating sessions and training the Q-learning agent")
+        paths = write_session_simulation(simulate_sessions(cfg), args.out)
+        what = f"{cfg.n_sessions:,} viewer sessions (seed {cfg.seed}, gamma {cfg.gamma:g})"
+    else:
+        from livegate.datasets.simulator import SimulationConfig, simulate, write_simulation
+        cfg = SimulationConfig(n_rounds=args.n_rounds, n_streams=args.n_streams, slate_size=args.slate_size,
+                               n_positions=args.n_positions, seed=args.seed)
+        _progress(args)("simulating")
+        paths = write_simulation(simulate(cfg), args.out)
+        what = f"{cfg.n_rounds:,} decisions over {cfg.n_streams} streams (seed {cfg.seed})"
+    _say(args, f"simulated {what} in {time.perf_counter() - started:.1f}s")
     for key, path in paths.items():
         _say(args, f"  {key:<24} {path}")
     return EXIT_OK
@@ -149,10 +171,13 @@ def cmd_validate(args) -> int:
     from livegate.api import load_inputs
 
     inputs = load_inputs(args.logs, _policies(args.policy), args.reward, q_hat=_q_hat(args.q_hat),
-                         **_data_options(args))
+                         sessions=args.sessions, **_data_options(args))
     logs = inputs.logs
     _say(args, f"OK {args.logs}: {logs.n:,} rows, {len(logs.actions):,} actions, "
                f"rewards {', '.join(r.name for r in inputs.rewards)}, {logs.n_context_columns} context columns")
+    if logs.sessions is not None:
+        _say(args, f"OK sessions: {logs.sessions.n_sessions:,}, steps 0, 1, 2, ... in order "
+                   f"(mean length {logs.n / logs.sessions.n_sessions:.2f}, longest {logs.sessions.horizon})")
     for name, policy in inputs.policies.items():
         _say(args, f"OK policy {name} ({policy.source}): covers every decision, probabilities sum to 1")
         unlogged = policy.unlogged_probability(len(logs.actions))
@@ -170,13 +195,14 @@ def cmd_evaluate(args) -> int:
     from livegate.datasets.io import prefetch_fingerprints
     from livegate.reports.terminal import evaluation_table
 
+    _check_outputs(_inputs_of(args), out=args.out, report=args.report)
     # hashed while the estimators run on one core (reading the inputs uses both)
     prefetch_fingerprints(*_inputs_of(args))
     result = evaluate(args.logs, _policies(args.policy), args.reward, args.estimators, q_hat=_q_hat(args.q_hat),
                       ci=args.ci, alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, baseline=args.baseline,
                       folds=args.folds, reward_ranges=parse_reward_ranges(args.reward_range),
                       max_weight=args.max_weight, estimate_propensities=args.estimate_propensities,
-                      progress=_progress(args), **_data_options(args))
+                      sessions=args.sessions, gamma=args.gamma, progress=_progress(args), **_data_options(args))
     document = result.to_dict()
     _write(args, [document], _inputs_of(args), out=args.out, report=args.report)
     _say(args, evaluation_table(document))
@@ -187,6 +213,7 @@ def cmd_causal(args) -> int:
     from livegate.api import causal_check, write_policy
     from livegate.reports.terminal import causal_summary
 
+    _check_outputs(_inputs_of(args), out=args.out, report=args.report, policy_out=args.policy_out)
     result = causal_check(args.logs, args.treatment, args.outcome, confounders=_split(args.confounders),
                           effect_modifiers=_split(args.effect_modifiers), graph=args.graph,
                           estimator=args.estimator, folds=args.folds, alpha=args.alpha, seed=args.seed,
@@ -204,6 +231,7 @@ def cmd_causal(args) -> int:
 def cmd_report(args) -> int:
     from livegate.api import read_documents
 
+    _check_outputs(args.results, out=args.out, markdown=args.markdown)
     documents = read_documents(args.results)
     _write(args, documents, args.results, report=args.out, markdown=args.markdown)
     return EXIT_OK
@@ -213,34 +241,82 @@ def cmd_gate(args) -> int:
     return _gate(args, args.config)
 
 
-def _gate(args, config_path) -> int:
+def _gate(args, config_path, keep_document: bool = False):
     from livegate.api import run_gate
     from livegate.datasets.gate_config import load_gate_config
     from livegate.reports.terminal import gate_summary
 
     cfg = load_gate_config(config_path)
+    out = {k: getattr(args, k, None) or cfg.output.get(k) for k in ("out", "report", "markdown", "junit")}
+    _check_outputs(cfg.inputs, **out)
     decision = run_gate(cfg, progress=_progress(args))
     document = decision.to_dict()
-    out = {k: getattr(args, k, None) or cfg.output.get(k) for k in ("out", "report", "markdown", "junit")}
     _write(args, [document], cfg.inputs, **out)
     _say(args, gate_summary(document))
-    return decision.exit_code
+    return (decision.exit_code, document) if keep_document else decision.exit_code
 
 
 def cmd_demo(args) -> int:
-    from livegate.datasets.demo import write_demo_inputs
+    from livegate.datasets.demo import session_gate_path, write_demo_inputs
 
+    _check_outputs(directory=args.out, report=args.report)
     out = Path(args.out)
-    _progress(args)("simulating live-stream logs")
-    config_path = write_demo_inputs(out, seed=args.seed, n_rounds=args.n_rounds)
-    args.report = args.report or str(out / "report.html")
+    _progress(args)("simulating live-stream logs and viewer sessions")
+    config_path = write_demo_inputs(out, seed=args.seed, n_rounds=args.n_rounds, n_sessions=args.n_sessions)
+    report = args.report or str(out / "report.html")
+    args.report = None  # written once below, with the session chapter
     args.out, args.markdown, args.junit = str(out / "gate.json"), str(out / "summary.md"), str(out / "junit.xml")
-    code = _gate(args, config_path)
-    _say(args, f"report: {Path(args.report).resolve()}")
+    code, gate_document = _gate(args, config_path, keep_document=True)
+    documents = [gate_document]
+    if args.n_sessions:
+        documents += _session_chapter(args, session_gate_path(out))
+    _write(args, documents, [config_path], report=report)
+    _say(args, f"report: {Path(report).resolve()}")
     return EXIT_OK if code in (EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE) else code
 
 
+def _session_chapter(args, config_path: Path) -> list[dict]:
+    """The demo's session chapter: the session logs evaluated per decision (the myopic trap), then
+    gated per session. Returns both documents for the report."""
+    from livegate.api import evaluate, run_gate
+    from livegate.datasets.gate_config import load_gate_config
+    from livegate.reports.terminal import gate_summary
+
+    cfg = load_gate_config(config_path)
+    folder = config_path.parent
+    _say(args, "\nsession chapter: the same candidates per decision, then per session")
+    per_decision = evaluate(cfg.logs, {c.name: c.policy for c in cfg.candidates}, "watch_seconds", "snips",
+                            seed=args.seed, progress=_progress(args)).to_dict()
+    for c in cfg.candidates:
+        diff = per_decision["policies"][c.name]["vs_baseline"]["snips"]
+        _say(args, f"  per decision, {c.name}: {diff['relative']:+.1%} watch time per decision "
+                   f"(snips {diff['difference']:+.1f} s [{diff['ci_low']:.1f}, {diff['ci_high']:.1f}])")
+    _write(args, [per_decision], cfg.inputs, out=str(folder / "per_decision.json"))
+    decision = run_gate(cfg, progress=_progress(args))
+    document = decision.to_dict()
+    _write(args, [document], cfg.inputs, out=str(folder / "gate.json"), markdown=str(folder / "summary.md"),
+           junit=str(folder / "junit.xml"))
+    _say(args, gate_summary(document))
+    return [per_decision, document]
+
+
 # --- parser ------------------------------------------------------------------------------------
+
+#: The largest --seed: datasets.gate_config.MAX_SEED (a test keeps them equal), written out here so that
+#: building the parser imports nothing. scikit-learn takes seeds below 2**32 and is seeded with seed + fold.
+_MAX_SEED = 2**31 - 1
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer from 0 to _MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a seed: use an integer from 0 to {_MAX_SEED:,}")
+    return value
+
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Examples keep their line breaks; an option with a default value says it (one that has none, or
@@ -280,6 +356,9 @@ def _logs_options(p, policy_required: bool) -> None:
     p.add_argument("--actions", metavar="PATH",
                    help="action catalogue (Parquet with an 'action' column): policy actions outside it and the "
                         "logs are rejected")
+    p.add_argument("--sessions", action="store_true",
+                   help="the logs are viewer sessions (session_id, step): validate them, and evaluate the expected "
+                        "discounted return per session with each session one sample")
 
 
 def _column_option(p) -> None:
@@ -295,7 +374,13 @@ def _add_simulate(sub) -> None:
     p.add_argument("--n-streams", type=int, default=200, help="live streams (actions)")
     p.add_argument("--slate-size", type=int, default=8, help="streams on air per decision")
     p.add_argument("--n-positions", type=int, default=1, help="feed slots per decision")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--sessions", action="store_true",
+                   help="simulate viewer sessions instead (fatigue, boredom, leaving), with myopic, long-term, "
+                        "uniform and Q-learning candidates and each one's exact value per session in truth.json")
+    p.add_argument("--n-sessions", type=int, default=20_000, help="viewer sessions (with --sessions)")
+    p.add_argument("--gamma", type=float, default=1.0, help="discount of the session values in truth.json "
+                                                            "(with --sessions)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -308,13 +393,18 @@ def _add_validate(sub) -> None:
 def _add_evaluate(sub) -> None:
     from livegate.ope import ESTIMATOR_NAMES
     from livegate.ope.inference import CI_METHODS
+    from livegate.ope.session_estimators import SESSION_ESTIMATOR_NAMES
 
     p = _command(sub, "evaluate", "Estimate candidate policies' values with intervals, diagnostics and the paired "
                                   "difference to the baseline.")
     _logs_options(p, policy_required=True)
-    p.add_argument("--estimators", default="ips,snips,dr",
+    p.add_argument("--estimators",
                    help=f"comma-separated identifiers, from: {', '.join(ESTIMATOR_NAMES)}; hyperparameters as "
-                        "ips:clip=50, switch-dr:tau=10, dr-os:lambda=100, pm-ips:lambda=0.1, mips:self_normalised=true")
+                        "ips:clip=50, switch-dr:tau=10, dr-os:lambda=100, pm-ips:lambda=0.1, mips:self_normalised=true. "
+                        f"With --sessions: {', '.join(SESSION_ESTIMATOR_NAMES)} (pdis:clip=100, dr:clip=100, ...). "
+                        "Default: ips,snips,dr; with --sessions pdis,wpdis,wdr")
+    p.add_argument("--gamma", type=float, default=1.0,
+                   help="discount of session returns, sum_t gamma^t r_t (with --sessions; 1.0 = total per session)")
     p.add_argument("--ci", default="normal", help=f"interval method: {' | '.join(CI_METHODS)}")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of the intervals")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (--ci bootstrap)")
@@ -325,7 +415,8 @@ def _add_evaluate(sub) -> None:
                    help="bound on pi_e/pi_0 known by design, e.g. 1/(epsilon/K) for epsilon-greedy logging; with "
                         "--reward-range it makes --ci bernstein a guarantee")
     p.add_argument("--baseline", default="logging", help="policy the candidates are compared with")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (folds, bootstrap)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help=f"seed of every random choice (folds, bootstrap), 0 to {_MAX_SEED:,}")
     p.add_argument("--estimate-propensities", action="store_true",
                    help="the logs have no propensities: estimate them from the context (marked in the results)")
     p.add_argument("--out", help="result JSON (livegate.evaluation/1)")
@@ -348,7 +439,7 @@ def _add_causal(sub) -> None:
     p.add_argument("--estimator", default="linear_dml", help="linear_dml | causal_forest | dr_learner")
     p.add_argument("--folds", type=int, default=3, help="cross-fitting folds")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
     _column_option(p)
     p.add_argument("--policy-out", help="write the learned 'recommend where it helps' policy (long-format Parquet)")
     p.add_argument("--out", help="result JSON (livegate.causal/1)")
@@ -388,7 +479,9 @@ def _add_demo(sub) -> None:
     p = _command(sub, "demo", "Simulate, evaluate, run the causal check, gate and write the report, in one go.")
     p.add_argument("--out", default="livegate-demo", help="output directory")
     p.add_argument("--n-rounds", type=int, default=50_000, help="simulated decisions")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--n-sessions", type=int, default=20_000,
+                   help="simulated viewer sessions of the session chapter (0: no session chapter)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
     p.add_argument("--report", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
 
@@ -413,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    # scikit-learn's OpenMP threads spin while they wait by default: with another busy process on the
+    # machine (a CI runner, a second job) gradient-boosting fits measured 6-10x slower than passive
+    # waiting. Set before the OpenMP runtime loads; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from livegate.datasets import InputError
     except Exception:  # pragma: no cover - a broken install is a bug

@@ -1,11 +1,13 @@
 """Inputs of `livegate demo`: simulated live-stream logs, candidate policies, confounded causal logs
-and a gate.toml tying them together, written into one directory."""
+and a gate.toml tying them together, written into one directory; and a session chapter (viewer
+sessions, a myopic and a long-term candidate, and a session-level gate.toml) under `sessions/`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .causal_simulator import write_causal_simulation
 from .io import write_atomic
+from .session_simulator import SessionSimulationConfig, simulate_sessions, write_session_simulation
 from .simulator import SimulationConfig, simulate, write_simulation
 
 GATE_TOML = """\
@@ -42,9 +44,8 @@ rule = "non_inferior"
 margin = 0.05
 relative = true
 
-[diagnostics]
-min_ess = 2000
-max_unsupported_mass = 0.01
+# [diagnostics] is left out: the safe defaults apply (effective sample size at least 1000 and at least
+# 5% of the rows, unsupported mass at most 10% at its upper bound, mean weight not significantly above 1)
 
 [causal]
 logs = "causal/logs.parquet"
@@ -57,10 +58,51 @@ refutations = ["placebo_treatment", "random_common_cause", "data_subset"]
 """
 
 
+SESSION_GATE_TOML = """\
+# livegate demo, session chapter: the recommender is a sequential agent. Per decision, the myopic
+# ranker (greedy on immediate watch time) looks best; over whole sessions it makes viewers leave.
+# This gate compares the return per session (level = "session"), so it follows the session view.
+[data]
+logs = "logs.parquet"
+actions = "actions.parquet"
+
+[evaluation]
+level = "session"     # value = expected total per session (gamma = 1); each session is one sample
+estimator = "{estimator}"
+alpha = 0.05
+seed = {seed}
+
+[[candidate]]
+name = "myopic"
+policy = "policies/myopic.parquet"
+
+[[candidate]]
+name = "longterm"
+policy = "policies/longterm.parquet"
+
+[[criterion]]
+metric = "watch_seconds"
+rule = "improves"
+min_effect = 0.0
+"""
+
+#: The session gate's estimator: weighted doubly robust (fitted-Q plus step-normalised weights).
+SESSION_ESTIMATOR = "wdr"
+
+
 def write_demo_inputs(out_dir: str | Path, seed: int = 0, n_rounds: int = 50_000,
-                      n_causal_rows: int = 50_000) -> Path:
-    """Write the demo's data and gate.toml; returns the gate.toml path."""
+                      n_causal_rows: int = 50_000, n_sessions: int = 20_000) -> Path:
+    """Write the demo's data and gate.toml (returned), and the session chapter's under sessions/
+    (`session_gate_path`)."""
     out = Path(out_dir)
     write_simulation(simulate(SimulationConfig(n_rounds=n_rounds, seed=seed)), out)
     write_causal_simulation(out / "causal", n_rows=n_causal_rows, seed=seed)
+    if n_sessions:
+        write_session_simulation(simulate_sessions(SessionSimulationConfig(n_sessions=n_sessions, seed=seed)),
+                                 out / "sessions")
+        write_atomic(session_gate_path(out), SESSION_GATE_TOML.format(seed=seed, estimator=SESSION_ESTIMATOR))
     return write_atomic(out / "gate.toml", GATE_TOML.format(seed=seed))
+
+
+def session_gate_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "sessions" / "gate.toml"

@@ -48,6 +48,8 @@ class LoggedData:
     schema: LogSchema = field(default_factory=LogSchema)
     #: things the user should know that do not stop the evaluation, as plain sentences
     warnings: list[str] = field(default_factory=list)
+    #: the rows grouped into viewer sessions (loaded with `need_sessions`), else None
+    sessions: "SessionIndex | None" = None  # noqa: F821
 
     @property
     def n(self) -> int:

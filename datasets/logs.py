@@ -15,13 +15,14 @@ import numpy as np
 import pyarrow as pa
 
 from . import validation as v
-from .arrow import timestamps_utc, to_float, to_int64, to_numpy
+from .arrow import timestamps_utc, to_float, to_int64, to_key, to_numpy
 from .encoding import dense_codes, lookup
-from .errors import InputError, Problem
+from .errors import InputError, Problem, raise_if_any
 from .loading import column_names, open_dataset, read_table, source_name
 from .logged import LoggedData
 from .rewards import RewardSpec
 from .schema import LogSchema
+from .sessions import build_session_index
 
 
 @dataclass
@@ -47,21 +48,23 @@ class _Columns:
 def load_logs(source, rewards: Sequence[RewardSpec], *, schema: LogSchema = LogSchema(),
               need_decision_id: bool = False, need_propensity: bool = True, need_context: bool = False,
               context: Sequence[str] | None = None, extra: Sequence[str] = (),
-              optional_extra: Sequence[str] = (), name: str | None = None) -> LoggedData:
+              optional_extra: Sequence[str] = (), name: str | None = None,
+              need_sessions: bool = False) -> LoggedData:
     """Read and validate the logs, reading only the columns the caller needs.
 
     `source` is a Parquet file or directory, a pandas DataFrame or a pyarrow Table; `name` names an
     in-memory source in messages (default "logs"). `schema` maps the roles to the logs' column names
     (`LogSchema.from_mapping`). `context` overrides the schema's context patterns with explicit
-    column names. Raises `InputError` listing every problem found; `LoggedData.warnings` holds what
-    the user should know but need not fix.
+    column names. With `need_sessions` the logs are viewer sessions (`session_id` and `step` required,
+    validated by `validation.check_sessions`, indexed in `LoggedData.sessions`). Raises `InputError`
+    listing every problem found; `LoggedData.warnings` holds what the user should know but need not fix.
     """
     label = source_name(source, name, "logs")
     dataset = open_dataset(source, label)
     available = column_names(dataset)
     columns = _plan_columns(available, schema, rewards, need_decision_id=need_decision_id,
                             need_propensity=need_propensity, need_context=need_context, context=context,
-                            extra=extra, optional_extra=optional_extra)
+                            extra=extra, optional_extra=optional_extra, need_sessions=need_sessions)
     problems: list[Problem] = []
     table = read_table(label, columns.required, optional=columns.optional, dataset=dataset, problems=problems)
     columns = columns.present_in(table)
@@ -76,9 +79,10 @@ def load_logs(source, rewards: Sequence[RewardSpec], *, schema: LogSchema = LogS
     if problems:
         raise InputError(problems)
 
-    action = to_numpy(table.column(schema.action))
+    action = to_key(table.column(schema.action))
     action_code, actions = dense_codes(action)
     timestamp = timestamps_utc(table.column(schema.timestamp)) if schema.timestamp in table.column_names else None
+    sessions = _session_index(table, dataset, label, schema, timestamp) if need_sessions else None
     return LoggedData(
         source=label, action=action, action_code=action_code, actions=actions,
         propensity=propensity if propensity is not None else np.full(table.num_rows, np.nan),
@@ -87,13 +91,13 @@ def load_logs(source, rewards: Sequence[RewardSpec], *, schema: LogSchema = LogS
         context_table=table.select(columns.context) if columns.context else None,
         extra={c: to_float(table.column(c)) for c in [*columns.extra, *columns.optional_extra]},
         action_features=_action_features(table, columns.action_features, action_code, len(actions)),
-        propensity_source="logged" if propensity is not None else "missing", schema=schema,
-        warnings=_warnings(dataset.schema, table, schema, columns, need_context, context))
+        propensity_source="logged" if propensity is not None else "missing", schema=schema, sessions=sessions,
+        warnings=_warnings(dataset.schema, table, schema, columns, need_context, context, need_sessions))
 
 
 def _plan_columns(available: list[str], schema: LogSchema, rewards: Sequence[RewardSpec], *, need_decision_id: bool,
                   need_propensity: bool, need_context: bool, context: Sequence[str] | None, extra: Sequence[str],
-                  optional_extra: Sequence[str]) -> _Columns:
+                  optional_extra: Sequence[str], need_sessions: bool = False) -> _Columns:
     """Which columns to read: required ones are reported when missing, optional ones read when there."""
     outcomes = list(dict.fromkeys(c for spec in rewards for c in spec.columns))
     ctx = list(context) if context is not None else \
@@ -105,6 +109,8 @@ def _plan_columns(available: list[str], schema: LogSchema, rewards: Sequence[Rew
         required.append(schema.propensity)
     if need_decision_id:
         required.append(schema.decision_id)
+    if need_sessions:
+        required += [schema.session_id, schema.step]
     # decision ids group a decision's positions into one cross-fitting fold; otherwise they are not needed
     optional = [schema.position, schema.timestamp, *optional_extra, *action_features,
                 *([schema.decision_id] if need_context else [])]
@@ -129,7 +135,7 @@ def _decode_keys(table: pa.Table, source: str, schema: LogSchema, unusable: set,
     decision_code = decision_ids = None
     if schema.decision_id in names and schema.decision_id not in unusable \
             and table.column(schema.decision_id).null_count == 0:
-        decision_code, decision_ids = dense_codes(to_numpy(table.column(schema.decision_id)))
+        decision_code, decision_ids = dense_codes(to_key(table.column(schema.decision_id)))
         if not has_position or position is not None:  # an unreadable position cannot tell rows apart
             slot = 0 if position is None else position - min(int(position.min()), 0)
             n_pos = 1 if position is None else int(slot.max()) + 1
@@ -137,6 +143,35 @@ def _decode_keys(table: pa.Table, source: str, schema: LogSchema, unusable: set,
             what = "decision id and position" if position is not None else "decision id"
             problems += v.check_unique_rows(key, source, schema.decision_id, what)
     return propensity, position, decision_code, decision_ids
+
+
+def _session_index(table: pa.Table, dataset, source: str, schema: LogSchema, timestamp: np.ndarray | None):
+    """The validated `SessionIndex` of the logs' session_id and step columns."""
+    problems = v.check_key(table, source, schema.session_id, "session id") + \
+        v.check_numeric(table, source, schema.step, "step")
+    step_type = table.column(schema.step).type
+    if not problems and not pa.types.is_integer(step_type):
+        problems.append(Problem(source, f"has type {step_type}; step must be an integer", column=schema.step,
+                                fix=f"cast {schema.step} to int64"))
+    if problems:
+        raise InputError(problems)
+    session_code, session_ids = dense_codes(to_numpy(table.column(schema.session_id)))
+    step = to_int64(table.column(schema.step))
+    file_code, files = _file_of_rows(dataset, table.num_rows)
+    raise_if_any(v.check_sessions(session_code, session_ids, step, source, schema, timestamp=timestamp,
+                                  file_code=file_code, files=files))
+    return build_session_index(session_code, session_ids, step)
+
+
+def _file_of_rows(dataset, n_rows: int) -> tuple[np.ndarray | None, list[str]]:
+    """For a directory of Parquet files: the file of each row (codes into the file names), read as the
+    dataset's `__filename` field in the same row order as the data; (None, []) for one file or a table."""
+    if not hasattr(dataset, "get_fragments"):
+        return None, []
+    names = dataset.to_table(columns=["__filename"]).column(0).dictionary_encode().combine_chunks()
+    if len(names) != n_rows:  # cannot happen for one scan of the same dataset; never guess
+        return None, []
+    return names.indices.to_numpy(zero_copy_only=False).astype(np.int64), names.dictionary.to_pylist()
 
 
 def _action_features(table: pa.Table, names: list[str], action_code: np.ndarray, n_actions: int):
@@ -152,9 +187,14 @@ def _action_features(table: pa.Table, names: list[str], action_code: np.ndarray,
 
 
 def _warnings(file_schema: pa.Schema, table: pa.Table, schema: LogSchema, columns: _Columns, need_context: bool,
-              context: Sequence[str] | None) -> list[str]:
+              context: Sequence[str] | None, need_sessions: bool = False) -> list[str]:
     """What the user should know about the logs without having to fix anything."""
     warnings = []
+    if not need_sessions and schema.session_id in file_schema.names and schema.step in file_schema.names:
+        warnings.append(f"The logs are viewer sessions ('{schema.session_id}' and '{schema.step}'), evaluated here "
+                        "per decision: long-term effects (fatigue, leaving the app) are ignored, so a myopic policy "
+                        "can look best. Pass --sessions (gate.toml: [evaluation] level = \"session\") to evaluate "
+                        "the return per session.")
     if schema.timestamp in table.column_names:
         type_ = table.column(schema.timestamp).type
         if type_.tz is None:
@@ -191,7 +231,7 @@ def load_catalogue(source, logs: LoggedData, column: str = "action", name: str |
     problems = v.check_not_empty(table, label) or v.check_key(table, label, column, "action")
     if problems:
         raise InputError(problems)
-    catalogue = to_numpy(table.column(column))
+    catalogue = to_key(table.column(column))
     missing = logs.actions[lookup(np.sort(catalogue), logs.actions) < 0]
     if missing.size:
         shown = ", ".join(map(str, missing[:5].tolist()))

@@ -48,6 +48,7 @@ from ._version import __version__
 from .errors import InputError, Problem, raise_if_any
 from .io import write_atomic, write_json
 from .schema import SUM_TO_ONE_TOL
+from .validation import check_int_settings
 
 METRICS = ("click", "watch_seconds", "gift_value")
 #: Candidate policies written next to the logs (the built-in ``logging`` policy is only in truth).
@@ -181,21 +182,11 @@ class Simulation:
 def _validate(config: SimulationConfig) -> None:
     problems = []
 
-    def check_int(name: str, value, minimum: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            problems.append(Problem("simulation config", f"must be an integer, got {value!r}", column=name))
-        elif value < minimum:
-            problems.append(Problem("simulation config", f"must be >= {minimum}, got {value}", column=name,
-                                    fix=f"pass {name} >= {minimum}"))
-
-    check_int("n_rounds", config.n_rounds, 1)
-    check_int("n_streams", config.n_streams, 1)
-    check_int("n_categories", config.n_categories, 1)
-    check_int("slate_size", config.slate_size, 1)
-    check_int("n_positions", config.n_positions, 1)
-    check_int("seed", config.seed, 0)
+    problems += check_int_settings("simulation config", {
+        "n_rounds": (config.n_rounds, 1), "n_streams": (config.n_streams, 1), "n_categories": (config.n_categories, 1),
+        "slate_size": (config.slate_size, 1), "n_positions": (config.n_positions, 1), "seed": (config.seed, 0)})
     if config.n_users is not None:
-        check_int("n_users", config.n_users, 1)
+        problems += check_int_settings("simulation config", {"n_users": (config.n_users, 1)})
     if not problems and config.n_streams < config.slate_size:
         problems.append(Problem("simulation config", f"n_streams ({config.n_streams}) is smaller than "
                                 f"slate_size ({config.slate_size}): a slate needs distinct streams",
@@ -363,8 +354,9 @@ def position_examination(n_positions: int) -> np.ndarray:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    """Over the last axis."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def _logging_probs(world: World, slates: np.ndarray, n_positions: int) -> np.ndarray:
@@ -703,7 +695,16 @@ def _parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None) -> byte
 
 
 def write_simulation(sim: Simulation, out_dir) -> dict[str, pathlib.Path]:
-    """Write ``logs.parquet``, ``actions.parquet``, ``policies/<name>.parquet`` and ``truth.json``.
+    """Write ``logs.parquet``, ``actions.parquet``, ``policies/<name>.parquet`` and ``truth.json``
+    (see `write_simulation_files`)."""
+    return write_simulation_files(out_dir, sim.logs, sim.actions, sim.policies, sim.truth, LOG_SCHEMA)
+
+
+def write_simulation_files(out_dir, logs: pd.DataFrame, actions: pd.DataFrame, policies: dict[str, pd.DataFrame],
+                           truth: dict, log_schema: pa.Schema, policy_schema: pa.Schema | None = None
+                           ) -> dict[str, pathlib.Path]:
+    """Write a simulation's ``logs.parquet``, ``actions.parquet``, ``policies/<name>.parquet`` and
+    ``truth.json`` (the single-decision and the session simulator alike).
 
     Every file is written atomically (temporary file, then rename) and the bytes depend only on the
     simulation, so the same seed and config reproduce the same files. Returns the paths by key:
@@ -712,9 +713,10 @@ def write_simulation(sim: Simulation, out_dir) -> dict[str, pathlib.Path]:
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(Problem(str(out), "exists and is not a directory", fix="choose a directory for --out"))
-    paths = {"logs": write_atomic(out / "logs.parquet", _parquet_bytes(sim.logs, LOG_SCHEMA)),
-             "actions": write_atomic(out / "actions.parquet", _parquet_bytes(sim.actions))}
-    for name, frame in sim.policies.items():
-        paths[f"policies/{name}"] = write_atomic(out / "policies" / f"{name}.parquet", _parquet_bytes(frame))
-    paths["truth"] = write_json(out / "truth.json", sim.truth)
+    paths = {"logs": write_atomic(out / "logs.parquet", _parquet_bytes(logs, log_schema)),
+             "actions": write_atomic(out / "actions.parquet", _parquet_bytes(actions))}
+    for name, frame in policies.items():
+        paths[f"policies/{name}"] = write_atomic(out / "policies" / f"{name}.parquet",
+                                                 _parquet_bytes(frame, policy_schema))
+    paths["truth"] = write_json(out / "truth.json", truth)
     return paths

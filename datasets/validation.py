@@ -6,6 +6,7 @@ problem of a file at once. Loaders call these and raise one `InputError` holding
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +76,100 @@ def check_key(table: pa.Table, source: str, column: str, what: str) -> list[Prob
     if col.null_count:
         return [Problem(source, f"have no {what} (null)", column=column, rows=col.null_count,
                         fix=f"drop those rows or fill {column}")]
+    return check_key_range(col, source, column, what)
+
+
+#: the largest identifier value: keys are compared as int64 (`arrow.to_key`), whatever their width
+MAX_KEY = 2**63 - 1
+
+
+def check_key_range(col: pa.ChunkedArray, source: str, column: str, what: str) -> list[Problem]:
+    """An unsigned 64-bit identifier above the int64 range (keys are compared as int64, so that ids
+    of files written with different integer types match exactly)."""
+    type_ = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not (pa.types.is_uint64(type_) and len(col)):
+        return []
+    values = col.cast(type_) if pa.types.is_dictionary(col.type) else col
+    n_big = pc.sum(pc.greater(values, pa.scalar(MAX_KEY, pa.uint64()))).as_py() or 0
+    if not n_big:
+        return []
+    return [Problem(source, f"have {what}s above {MAX_KEY:,}, the largest int64 (type uint64)", column=column,
+                    rows=n_big, fix=f"write {column} as int64 or as strings")]
+
+
+def check_column_names(names: Sequence[str], source: str) -> list[Problem]:
+    """Each column name once: a file with two columns of one name is ambiguous (which is the reward?)."""
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [Problem(source, f"has {count} columns named '{name}'", column=name,
+                    fix="rename or drop the repeated columns so that each name appears once")
+            for name, count in seen.items() if count > 1]
+
+
+def check_partition_keys(keys: Sequence[str], file_columns: Mapping[str, Sequence[str]], source: str) -> list[Problem]:
+    """Hive partition folders (`key=value`) whose key is also a column of the files below them: the
+    folder would silently replace the column's values (or fail to merge with its type)."""
+    problems = []
+    for key in dict.fromkeys(keys):
+        files = [f for f, columns in file_columns.items() if key in columns]
+        if files:
+            problems.append(Problem(source, f"has partition folders '{key}=...' while its files also have a column "
+                                    f"'{key}' (e.g. {files[0]}, {len(files):,} file{'s' if len(files) != 1 else ''})",
+                                    column=key, fix=f"rename the '{key}=...' folders or drop the column '{key}' from "
+                                                    "the files: livegate cannot tell which value is right"))
+    return problems
+
+
+def check_cross_fitting(n_units: int, n_folds: int, source: str, estimators: Sequence[str]) -> list[Problem]:
+    """Cross-fitting predicts each fold with a model trained on the other folds: every fold needs a
+    decision of its own and the others something to train on."""
+    if n_units >= max(int(n_folds), 2):
+        return []
+    unit = "decision" if n_units == 1 else "decisions"
+    return [Problem(source, f"has {n_units:,} {unit}; the reward model of {', '.join(estimators)} is cross-fitted "
+                    f"over {n_folds} folds (each predicted by a model trained on the others) and needs at least "
+                    f"{max(int(n_folds), 2)} decisions",
+                    fix="evaluate with ips or snips (no reward model), give --q-hat predictions, or use more rows")]
+
+
+def check_output_path(path, option: str, *, directory: bool = False) -> list[Problem]:
+    """An output file (or with `directory`, an output directory) livegate can create or replace: a file
+    is not a directory and a directory not a file, every name is one the file system takes, and every
+    existing parent is a directory. Checked before a run, so that a bad path costs no work."""
+    import errno
+    import os
+    from pathlib import Path
+
+    text = os.fspath(path)
+    kind = "directory" if directory else "file"
+    if not text or not text.strip():
+        return [Problem(option, "is empty", fix=f"give {option} a {kind} path")]
+    where = f"{option} {text}"
+    # os.path's tests never raise (pathlib's do, for a name too long): they run before the name is checked
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    try:
+        name_max = os.pathconf(parent if os.path.isdir(parent) else os.sep, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    too_long = [part for part in Path(text).parts if len(os.fsencode(part)) > name_max]
+    if too_long:
+        return [Problem(where, f"has a name of {len(os.fsencode(too_long[0])):,} bytes; the file system takes at "
+                        f"most {name_max}", fix=f"give {option} a shorter name")]
+    try:
+        os.stat(text)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return [Problem(where, "is too long a path for the file system", fix=f"give {option} a shorter path")]
+    if not directory and os.path.isdir(text):
+        return [Problem(where, "is a directory", fix=f"give {option} the path of a file (e.g. inside that directory)")]
+    if directory and os.path.exists(text) and not os.path.isdir(text):
+        return [Problem(where, "exists and is not a directory", fix=f"give {option} a directory path")]
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        return [Problem(where, f"is under {parent}, which is a file, not a directory",
+                        fix=f"give {option} a path in a directory")]
     return []
 
 
@@ -215,3 +310,74 @@ def check_unknown(mask_unknown: np.ndarray, examples: np.ndarray, source: str, c
         return []
     shown = ", ".join(map(str, list(dict.fromkeys(examples[mask_unknown][:50].tolist()))[:5]))
     return [Problem(source, f"refer to {what} (e.g. {shown})", column=column, rows=n, fix=fix)]
+
+
+def check_sessions(session_code: np.ndarray, session_ids: np.ndarray, step: np.ndarray, source: str, schema,
+                   timestamp: np.ndarray | None = None, file_code: np.ndarray | None = None,
+                   files: Sequence[str] = ()) -> list[Problem]:
+    """Sessions (DESIGN section 2): steps 0, 1, 2, ... once each within a session, in time order when
+    the logs have timestamps, and a session never split across the files of a directory."""
+    problems = []
+    n_neg = int(np.count_nonzero(step < 0))
+    if n_neg:
+        return [Problem(source, "have a negative step", column=schema.step, rows=n_neg,
+                        fix="number each session's steps 0, 1, 2, ...")]
+    order = np.lexsort((step, session_code))
+    s, t = session_code[order], step[order]
+    same = s[1:] == s[:-1]
+    repeated = same & (t[1:] == t[:-1])
+    if np.any(repeated):
+        example = session_ids[s[1:][repeated][0]]
+        problems.append(Problem(source, f"repeat a step of their session (e.g. session {example!r}, step "
+                                f"{int(t[1:][repeated][0])})", column=schema.step, rows=int(np.count_nonzero(repeated)),
+                                fix="each (session_id, step) must appear once: one row per decision, no slates "
+                                    "in session mode"))
+    # gaps among the distinct steps (a repeated step is reported above, not as a gap after it)
+    distinct = ~np.concatenate([[False], repeated])
+    s_d, t_d = s[distinct], t[distinct]
+    counts = np.bincount(s_d, minlength=len(session_ids))
+    expected = np.arange(len(t_d)) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    gap = t_d != expected
+    if np.any(gap):
+        k = int(np.flatnonzero(gap)[0])
+        problems.append(Problem(source, f"{_sessions(s_d[gap], 'skips', 'skip')} a step (e.g. session {session_ids[s_d[k]]!r} has "
+                                f"step {int(t_d[k])} where step {int(expected[k])} belongs)", column=schema.step,
+                                fix="steps must be 0, 1, 2, ... without gaps within each session; a session "
+                                    "ends after its last logged step"))
+    if timestamp is not None:
+        ts = timestamp[order]
+        backwards = same & (ts[1:] < ts[:-1])
+        if np.any(backwards):
+            k = int(np.flatnonzero(backwards)[0])
+            problems.append(Problem(source, f"{_sessions(s[1:][backwards], 'has', 'have')} a step logged before the previous "
+                                    f"step (e.g. session {session_ids[s[k + 1]]!r}, step {int(t[k + 1])})",
+                                    column=schema.step,
+                                    fix=f"steps must follow {schema.timestamp}: renumber them in time order"))
+    if file_code is not None:
+        f = file_code[order]
+        split = same & (f[1:] != f[:-1])
+        if np.any(split):
+            k = int(np.flatnonzero(split)[0])
+            problems.append(Problem(source, f"{_sessions(s[1:][split], 'appears', 'appear')} in more than one file (e.g. session "
+                                    f"{session_ids[s[k + 1]]!r} in {files[f[k]]} and {files[f[k + 1]]})",
+                                    column=schema.session_id,
+                                    fix="write each session into one file, or give every file its own session ids"))
+    return problems
+
+
+def _sessions(codes: np.ndarray, singular: str, plural: str) -> str:
+    """"1 session has" / "12 sessions have": how many distinct sessions `codes` name, with the verb."""
+    n = len(np.unique(codes))
+    return f"1 session {singular}" if n == 1 else f"{n:,} sessions {plural}"
+
+
+def check_int_settings(source: str, minimums: dict[str, tuple[object, int]]) -> list[Problem]:
+    """Integer settings of a configuration: {name: (value, minimum)}; one problem per bad one."""
+    problems = []
+    for name, (value, minimum) in minimums.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            problems.append(Problem(source, f"must be an integer, got {value!r}", column=name))
+        elif value < minimum:
+            problems.append(Problem(source, f"must be >= {minimum}, got {value}", column=name,
+                                    fix=f"pass {name} >= {minimum}"))
+    return problems

@@ -67,6 +67,16 @@ class Terms:
     def n(self) -> int:
         return len(self.weighted)
 
+    @classmethod
+    def linearised(cls, value: float, influence: np.ndarray) -> "Terms":
+        """An estimator known by its value and per-unit influence function, e.g. a sum of per-step
+        ratios (weighted per-decision IS over sessions): terms whose mean is the value and whose
+        centred form is the influence, so intervals, contrasts and the bootstrap read them like any
+        other (the bootstrap then resamples the linearisation). `value()` is the exact value."""
+        terms = cls(weighted=value + influence)
+        terms.__dict__["_value"] = float(value)
+        return terms
+
     def value(self) -> float:
         """NaN when the denominator is 0 (e.g. snips when no logged action has a positive weight)."""
         cached = self.__dict__.get("_value")
@@ -225,28 +235,56 @@ def mips(x: RowInputs, self_normalised: bool = False) -> Terms:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """The estimators of one level: name -> (function, {parameter in the identifier: (python keyword,
+    converter)}), which of them need a fitted model, which are ratios of sums, and parameter upper bounds."""
+
+    functions: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]]]
+    needs_model: frozenset[str]
+    self_normalised: frozenset[str]
+    upper: dict[tuple[str, str], float] = field(default_factory=dict)
+    needs_state_ratios: frozenset[str] = frozenset()
+
+
+def registry(level: str) -> Registry:
+    """The estimators of `level`: "decision" (one row per decision) or "session" (whole sessions)."""
+    if level == "session":
+        from .session_estimators import SESSION_REGISTRY  # imports this module: bound on first use
+        return SESSION_REGISTRY
+    return _DECISION_REGISTRY
+
+
+@dataclass(frozen=True)
 class EstimatorSpec:
     """An estimator identifier such as `ips:clip=50`, parsed and bound to its function."""
 
     identifier: str
     name: str
     params: dict = field(default_factory=dict)
+    level: str = "decision"
 
     @property
     def needs_model(self) -> bool:
-        return self.name in {"dm", "dr", "sndr", "switch-dr", "dr-os"}
+        """Needs a fitted reward model (decision level) or Q function (session level)."""
+        return self.name in registry(self.level).needs_model
+
+    @property
+    def needs_state_ratios(self) -> bool:
+        """Needs fitted state density ratios (marginalised importance sampling over sessions)."""
+        return self.name in registry(self.level).needs_state_ratios
 
     @property
     def needs_categories(self) -> bool:
-        return self.name == "mips"
+        return self.level == "decision" and self.name == "mips"
 
     @property
     def self_normalised(self) -> bool:
-        """A ratio of sums (its terms have a `norm`), not a plain mean."""
-        return self.name in {"snips", "sndr"} or (self.name == "mips" and self.params.get("self_normalised", False))
+        """A ratio of sums (its terms have a `norm`) or a sum of them, not a plain mean."""
+        return self.name in registry(self.level).self_normalised or \
+            (self.needs_categories and self.params.get("self_normalised", False))
 
-    def terms(self, x: RowInputs) -> Terms:
-        return _REGISTRY[self.name][0](x, **self.params)
+    def terms(self, x) -> Terms:
+        return registry(self.level).functions[self.name][0](x, **self.params)
 
 
 class _Estimator(EstimatorSpec):
@@ -343,17 +381,19 @@ class MIPS(_Estimator):
         super().__init__(self_normalised=self_normalised)
 
 
-def as_estimator(estimator: "str | EstimatorSpec") -> EstimatorSpec:
+def as_estimator(estimator: "str | EstimatorSpec", level: str = "decision") -> EstimatorSpec:
     """An identifier such as `ips:clip=50`, or an estimator object, as the one `EstimatorSpec` form."""
     if isinstance(estimator, EstimatorSpec):
+        if estimator.level != level:
+            raise InputError(Problem("estimators", f"{estimator!r} is a {estimator.level}-level estimator",
+                                     fix=f"use one of {', '.join(registry(level).functions)}"))
         return estimator
     if isinstance(estimator, str):
-        return parse_estimator(estimator)
+        return parse_estimator(estimator, level)
     raise InputError(Problem("estimators", f"{estimator!r} is neither an estimator identifier nor an estimator",
                              fix=f"use e.g. 'snips' or livegate.IPS(clip=20); identifiers: {', '.join(ESTIMATOR_NAMES)}"))
 
 
-# name -> (function, {parameter in the identifier: (python keyword, converter)})
 _REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]]] = {
     "ips": (ips, {"clip": ("clip", float)}),
     "snips": (snips, {}),
@@ -370,19 +410,24 @@ _REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]
 #: (lambda > 1 makes (1 - lambda) + lambda w vanish at w = 1 - 1/lambda).
 _UPPER: dict[tuple[str, str], float] = {("pm-ips", "lambda"): 1.0}
 
+_DECISION_REGISTRY = Registry(functions=_REGISTRY, needs_model=frozenset({"dm", "dr", "sndr", "switch-dr", "dr-os"}),
+                              self_normalised=frozenset({"snips", "sndr"}), upper=_UPPER)
 ESTIMATOR_NAMES = tuple(_REGISTRY)
 _IDENT = re.compile(r"^(?P<name>[a-z][a-z-]*)(?::(?P<params>.*))?$")
 
 
-def parse_estimator(identifier: str) -> EstimatorSpec:
-    """Parse `name[:key=value[,key=value]]`, e.g. `ips:clip=50`, `switch-dr:tau=10`, `dr-os:lambda=100`."""
+def parse_estimator(identifier: str, level: str = "decision") -> EstimatorSpec:
+    """Parse `name[:key=value[,key=value]]`, e.g. `ips:clip=50`, `switch-dr:tau=10`, `dr-os:lambda=100`;
+    at the session level e.g. `pdis:clip=100`, `wdr`."""
     ident = identifier.strip()
     m = _IDENT.match(ident)
-    if not m or m.group("name") not in _REGISTRY:
-        raise InputError(Problem("--estimators", f"unknown estimator '{identifier}'",
-                                 fix=f"choose from {', '.join(ESTIMATOR_NAMES)}"))
+    known = registry(level)
+    if not m or m.group("name") not in known.functions:
+        where = " for sessions" if level == "session" else ""
+        raise InputError(Problem("--estimators", f"unknown estimator '{identifier}'{where}",
+                                 fix=f"choose from {', '.join(known.functions)}"))
     name = m.group("name")
-    allowed = _REGISTRY[name][1]
+    allowed = known.functions[name][1]
     params: dict = {}
     for item in filter(None, (m.group("params") or "").split(",")):
         key, eq, raw = item.partition("=")
@@ -398,8 +443,8 @@ def parse_estimator(identifier: str) -> EstimatorSpec:
             raise InputError(Problem("--estimators", f"'{identifier}': '{raw}' is not a number")) from None
         if isinstance(value, float) and not value > 0:
             raise InputError(Problem("--estimators", f"'{identifier}': {key} must be positive"))
-        upper = _UPPER.get((name, key))
+        upper = known.upper.get((name, key))
         if upper is not None and value > upper:
             raise InputError(Problem("--estimators", f"'{identifier}': {key} must be at most {upper:g}"))
         params[keyword] = value
-    return EstimatorSpec(identifier=ident, name=name, params=params)
+    return EstimatorSpec(identifier=ident, name=name, params=params, level=level)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.gate_config import MAX_SEED
 from livegate.datasets import LoggedData, PolicyTable, RewardPredictions, logging_policy
 from livegate.datasets.rewards import RewardSpec
 from livegate.datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
@@ -23,11 +24,15 @@ from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
 
 SCHEMA = "livegate.evaluation/1"
+LEVELS = ("decision", "session")
+#: Default estimators per level: the cheap unbiased one, its self-normalised form and a doubly robust one
+DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("pdis", "wpdis", "wdr")}
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    estimators: tuple[str, ...] = ("ips", "snips", "dr")
+    #: estimator identifiers; None: the level's defaults (DEFAULT_ESTIMATORS)
+    estimators: tuple[str, ...] | None = None
     ci: str = "normal"
     alpha: float = 0.05
     n_boot: int = 1000
@@ -44,6 +49,15 @@ class EvaluationConfig:
     #: any scikit-learn regressor (or classifier, for 0/1 rewards) to cross-fit as the reward model of
     #: DM and DR; None: HistGradientBoosting (see reward_model.py). Recorded by its repr in documents.
     reward_model: object = None
+    #: "decision": one row per (decision, position) is a sample; "session": whole viewer sessions are
+    #: (the value is the expected discounted return per session, see ope/sessions.py)
+    level: str = "decision"
+    #: the discount of session returns, sum_t gamma^t r_t (session level only); 1.0: the total per session
+    gamma: float = 1.0
+
+    def __post_init__(self):
+        if self.estimators is None:
+            object.__setattr__(self, "estimators", DEFAULT_ESTIMATORS.get(self.level, DEFAULT_ESTIMATORS["decision"]))
 
     def validate(self) -> list[EstimatorSpec]:
         problems = []
@@ -56,12 +70,28 @@ class EvaluationConfig:
             problems.append(Problem("--n-boot", f"{self.n_boot} resamples are too few", fix="use at least 200"))
         if self.n_folds < 2:
             problems.append(Problem("--folds", "cross-fitting needs at least 2 folds"))
+        if self.max_weight is not None and not (np.isfinite(self.max_weight) and self.max_weight >= 1):
+            problems.append(Problem("--max-weight", f"{self.max_weight} is not a finite number >= 1",
+                                    fix="give the bound on pi_e/pi_0 known by design, e.g. 1/(epsilon/K) for "
+                                        "epsilon-greedy logging over K streams (at least 1: the weights' mean is 1), "
+                                        "or leave it out"))
+        if not (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed <= MAX_SEED):
+            problems.append(Problem("--seed", f"{self.seed} is not in [0, {MAX_SEED}]", fix="use e.g. 0 or 12345"))
+        if self.level not in LEVELS:
+            problems.append(Problem("--sessions", f"unknown evaluation level '{self.level}'",
+                                    fix=f"choose from {', '.join(LEVELS)}"))
+        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
+            problems.append(Problem("--gamma", f"{self.gamma} is not in (0, 1]",
+                                    fix="use e.g. 1.0 (the total per session) or 0.99"))
+        elif self.level == "decision" and self.gamma != 1.0:
+            problems.append(Problem("--gamma", "discounts session returns, and this evaluation is per decision",
+                                    fix="add --sessions (gate.toml: [evaluation] level = \"session\") or drop --gamma"))
         if not self.estimators:
             problems.append(Problem("--estimators", "no estimator given", fix="e.g. --estimators ips,snips,dr"))
         specs = []
         for identifier in self.estimators:
             try:
-                specs.append(parse_estimator(identifier))
+                specs.append(parse_estimator(identifier, self.level if self.level in LEVELS else "decision"))
             except InputError as exc:
                 problems += exc.problems
         dup = {s.identifier for s in specs if [t.identifier for t in specs].count(s.identifier) > 1}
@@ -133,6 +163,7 @@ class EvaluationResult:
         doc = {"schema": SCHEMA, "config": config, "data": self.data, "baseline": self.baseline,
                "metric": self.primary_metric, "policies": metrics[self.primary_metric]["policies"],
                "metrics": metrics, "metric_definitions": self.metric_definitions,
+               "level": self.config.level, "gamma": self.config.gamma if self.config.level == "session" else None,
                "time_windows": self.time_windows, "warnings": self.warnings}
         doc.update(self.provenance)
         return doc
@@ -243,14 +274,25 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     if config.baseline not in all_policies:
         raise InputError(Problem("--baseline", f"'{config.baseline}' is not among the policies",
                                  fix=f"choose one of {', '.join(all_policies)}"))
+    if config.level == "session":
+        return _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress)
     if any(s.needs_model for s in specs) and logs.n_context_columns == 0 and not q_hat and "q_hat" not in logs.extra:
         raise InputError(Problem(logs.source, "has no context columns for the reward model that "
                                  f"{', '.join(s.identifier for s in specs if s.needs_model)} need",
                                  fix="add x_* columns, pass --context, or give --q-hat"))
+    if any(s.needs_model for s in specs) and logs.n_context_columns and "q_hat" not in logs.extra \
+            and any((q_hat or {}).get(spec.name) is None for spec in rewards):  # a reward model is cross-fitted
+        from livegate.datasets.errors import raise_if_any
+        from livegate.datasets.validation import check_cross_fitting
+        n_units = int(logs.decision_code.max()) + 1 if logs.decision_code is not None and logs.n else logs.n
+        raise_if_any(check_cross_fitting(n_units, config.n_folds, logs.source,
+                                         [s.identifier for s in specs if s.needs_model]))
 
     # exactly 1 for the logging policy: it took the logged action (a read-only view of one 1.0)
     weights = {name: np.broadcast_to(1.0, logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
                for name, p in all_policies.items()}
+    if config.max_weight is not None:  # a bound "known by design" that the data break is an input error
+        _check_max_weight(weights, config.max_weight)
     category_weights = {name: _category_weights(logs, p, config) for name, p in all_policies.items()} \
         if any(s.needs_categories for s in specs) else {}
     reward_arrays = {spec.name: logs.reward(spec) for spec in rewards}
@@ -292,6 +334,35 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                             metrics=results, metric_definitions={spec.name: spec.expression for spec in rewards},
                             time_windows=windows, warnings=list(dict.fromkeys(warnings)),
                             engines=engines)
+
+
+def _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress) -> EvaluationResult:
+    if q_hat:
+        raise InputError(Problem("--q-hat", "per-decision predictions cannot evaluate sessions",
+                                 fix="drop --q-hat: fitted-Q evaluation fits its own Q function from the context columns"))
+    modelled = [s.identifier for s in specs if s.needs_model or s.needs_state_ratios]
+    if modelled and logs.n_context_columns == 0:
+        raise InputError(Problem(logs.source, f"has no context columns for the state models that {', '.join(modelled)} "
+                                 "need", fix="add x_* columns (the state at each step) or pass --context"))
+    from .sessions import evaluate_sessions
+    return evaluate_sessions(logs, policies, rewards, config, specs, progress)
+
+
+def _check_max_weight(weights: Mapping[str, np.ndarray], bound: float) -> None:
+    """Every importance weight must respect --max-weight: an interval labelled guaranteed on a broken bound
+    would be a false promise."""
+    problems = []
+    for name, w in weights.items():
+        above = int(np.count_nonzero(w > bound * (1 + 1e-12)))
+        if above:
+            problems.append(Problem("--max-weight", f"{above:,} row{'s' if above != 1 else ''} of policy '{name}' "
+                                    f"{'have' if above != 1 else 'has'} an importance weight above the bound "
+                                    f"{bound:g} (largest {float(np.max(w)):.6g})",
+                                    fix="give a bound that holds by design for every row (at least the largest "
+                                        "weight), check the logged propensities, or leave max_weight out (Bernstein "
+                                        "intervals then say they use the observed range)"))
+    if problems:
+        raise InputError(problems)
 
 
 def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: Mapping[str, PolicyTable],

@@ -252,6 +252,102 @@ def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *
     return fig
 
 
+def _step_axes(ax, n_steps: int, narrow: bool) -> None:
+    """An x axis of steps within the session (0 = the first), with whole-number ticks only."""
+    ax.set_xlim(-0.3, max(n_steps - 1, 1) + 0.3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5 if narrow else 10, integer=True))
+    ax.set_xlabel("step within the session (0 = first)")
+    ax.grid(color="#d0d7de", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _step_figure(n_series: int, narrow: bool) -> Figure:
+    # as time_series: the narrow version grows by a legend row for every two series under the plot
+    return _figure(NARROW_WIDTH if narrow else 7.0, 3.2 + 0.2 * math.ceil(n_series / 2) if narrow else 2.8)
+
+
+@_with_style
+def step_contributions(curves: dict[str, Sequence[Any]], *, ylabel: str = "", baseline: str | None = None,
+                       totals: dict[str, Any] | None = None, narrow: bool = False) -> Figure | None:
+    """Session level: each policy's estimated (discounted) reward at each step of the session, one
+    line per policy (`curves[policy]`, the document's by_step.value; the baseline dashed). The
+    area under a line is the policy's session value, so the chart shows where, along the session, a
+    candidate gains or loses against the baseline. `totals[policy]` (the document's value the curve
+    adds up to, wpdis) goes into the legend. Long sessions (hundreds of steps) are drawn without markers."""
+    series = {name: [as_number(v) for v in _as_list(values)] for name, values in curves.items()}
+    series = {name: values for name, values in series.items() if any(v is not None for v in values)}
+    if not series:
+        return None
+    limit = _NARROW_LABEL if narrow else _MAX_LABEL
+    fig = _step_figure(len(series), narrow)
+    ax = fig.add_subplot()
+    for j, (name, values) in enumerate(series.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        steps = [t for t, v in enumerate(values) if v is not None]
+        total = as_number((totals or {}).get(name))
+        text = label(name, limit) + (" (baseline)" if name == baseline else "") + \
+            (f": total {total:.4g}" if total is not None else "")
+        ax.plot(steps, [values[t] for t in steps], marker=_step_marker(values), markersize=3, color=colour,
+                linewidth=1.4, linestyle="--" if name == baseline else "-", label=text)
+    _step_axes(ax, max(len(v) for v in series.values()), narrow)
+    ax.set_ylabel(label(ylabel, limit=3 * limit))
+    if narrow:
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    _legend(fig, ax, narrow)
+    return fig
+
+
+@_with_style
+def weight_collapse(shares: dict[str, Sequence[Any]], collapse: dict[str, Any] | None = None, *,
+                    threshold: float = 0.1, baseline: str | None = None, narrow: bool = False) -> Figure | None:
+    """Session level: the effective share of the sessions still running at each step (Kish ESS of
+    the cumulative weights over the sessions alive, by_step.ess / by_step.alive), one line per policy,
+    with a dashed reference line at `threshold` and each policy's collapse step (`collapse[policy]`,
+    the first step below it, from the document) marked with a cross. The logging policy's weights
+    are all 1, so its line stays at 100%; a candidate's falls as the product of weights grows along
+    the session (the curse of horizon)."""
+    series = {name: [as_number(v) for v in _as_list(values)] for name, values in shares.items()}
+    series = {name: values for name, values in series.items() if any(v is not None for v in values)}
+    if not series:
+        return None
+    limit = _NARROW_LABEL if narrow else _MAX_LABEL
+    fig = _step_figure(len(series) + 2, narrow)
+    ax = fig.add_subplot()
+    marked = False
+    for j, (name, values) in enumerate(series.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        steps = [t for t, v in enumerate(values) if v is not None]
+        ax.plot(steps, [100 * values[t] for t in steps], marker=_step_marker(values), markersize=3, color=colour,
+                linewidth=1.4, linestyle="--" if name == baseline else "-",
+                label=label(name, limit) + (" (baseline)" if name == baseline else ""))
+        step = (collapse or {}).get(name)
+        if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(values) \
+                and values[step] is not None:
+            ax.axvline(step, color=colour, linestyle=":", linewidth=1)
+            ax.plot([step], [100 * values[step]], marker="X", markersize=9, color=colour, markeredgecolor="black",
+                    markeredgewidth=0.6, linestyle="none", zorder=3)
+            marked = True
+    if marked:  # one legend entry for every policy's cross, in neutral colours
+        ax.plot([], [], marker="X", markersize=7, color="white", markeredgecolor="black", markeredgewidth=0.8,
+                linestyle="none", label="weights collapse")
+    ax.axhline(100 * threshold, color=NEUTRAL, linestyle="--", linewidth=1, label=f"{threshold:.0%} of sessions")
+    _step_axes(ax, max(len(v) for v in series.values()), narrow)
+    ax.set_ylim(0, 105)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(decimals=0))
+    ax.set_ylabel("effective share of running sessions" if not narrow else "effective share")
+    _legend(fig, ax, narrow)
+    return fig
+
+
+def _step_marker(values: Sequence[Any]) -> str | None:
+    """A dot per step while the dots stay apart; none for long sessions, where they would be a smear."""
+    return "o" if len(values) <= 40 else None
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
 @_with_style
 def causal_graph(nodes: Sequence[Any], edges: Sequence[Sequence[Any]], *, treatment: Any = None,
                  outcome: Any = None, confounders: Sequence[Any] = (), modifiers: Sequence[Any] = ()) -> Figure | None:

@@ -19,9 +19,11 @@ from livegate.datasets._version import __version__
 
 from . import charts
 from . import formatting as fmt
+from . import sessions
 from .documents import (GATE_UNSUPPORTED_LABEL, Entry, alpha_of, as_dict, as_list, as_str, baseline_of, estimators_of,
-                        evaluation_warnings, expand, flatten_inputs, gate_candidates, metric_definitions, metrics_of,
-                        ordered_policies, primary_estimator, primary_metric, verdicts)
+                        evaluation_warnings, expand, flatten_inputs, gate_candidates, gate_thresholds,
+                        gate_thresholds_text, gate_warnings, metric_definitions, metrics_of, ordered_policies,
+                        primary_estimator, primary_metric, verdicts)
 
 _env = Environment(
     loader=PackageLoader(__package__, "templates"),
@@ -42,10 +44,16 @@ def render_html(documents: list[dict]) -> str:
     sections = [_VIEWS[entry.kind](entry) for entry in entries]
     # Every evaluation warning also goes under the verdict, linked to its section: a low effective
     # sample size must not be found only by those who scroll to the diagnostics.
-    alerts = [{**warning, "anchor": f"{section['anchor']}-warnings"}
-              for section in sections if section["kind"] == "evaluation" for warning in section["warnings"]]
+    alerts = [{"text": text, "policies": [], "metrics": [], "anchor": f"{section['anchor']}-gate-warnings"}
+              for section in sections if section["kind"] == "gate" for text in section["warnings"]]
+    alerts += [{**warning, "anchor": f"{section['anchor']}-warnings"}
+               for section in sections if section["kind"] == "evaluation" for warning in section["warnings"]]
+    # A session-level evaluation says so under the verdict: its numbers are returns per session.
+    levels = list(dict.fromkeys(section["session"]["headline"] for section in sections
+                                if section["kind"] == "evaluation" and section["session"]))
     return _env.get_template("report.html.j2").render(
         verdicts=verdicts(entries),
+        levels=levels,
         alerts=alerts,
         sections=sections,
         footer=[_footer_view(entry) for entry in entries],
@@ -177,6 +185,65 @@ def _time_window_view(evaluation: dict, baseline: str | None) -> dict | None:
     return {"estimator": as_str(block.get("estimator")), "metrics": views}
 
 
+def _session_view(evaluation: dict, baseline: str | None, estimator: str | None) -> dict | None:
+    """Session level: the facts for the lead, and per metric the value per policy with the
+    effective number of sessions and the collapse step, the per-step contribution chart and the
+    weight-collapse chart. None for a decision-level document (or one from before `level`)."""
+    facts = sessions.session_facts(evaluation)
+    if facts is None:
+        return None
+    metric = primary_metric(evaluation)
+    gamma = facts["gamma"]
+    metric_views = []
+    charted: list[tuple[str, Any]] = []  # (metric, weights) of the collapse charts drawn so far
+    for name, block in metrics_of(evaluation).items():
+        policies = as_dict(block.get("policies"))
+        rows, curves, totals, shares, collapse = [], {}, {}, {}, {}
+        for policy in ordered_policies(policies, baseline):
+            result = as_dict(policies.get(policy))
+            diag = as_dict(result.get("diagnostics"))
+            by_step = as_dict(diag.get("by_step"))
+            estimates = as_dict(result.get("estimates"))
+            ess, n = fmt.as_number(diag.get("ess")), fmt.as_number(diag.get("n"))
+            rows.append({"name": policy, "is_baseline": policy == baseline, "d": diag,
+                         "estimate": as_dict(estimates.get(estimator)),
+                         "ess_share": ess / n if ess is not None and n else None,
+                         "collapse": sessions.collapse_text(diag)})
+            if as_list(by_step.get("value")):
+                curves[policy] = as_list(by_step.get("value"))
+                # The curve adds up to the wpdis value: the document's number, not a sum made here.
+                if fmt.as_number(as_dict(estimates.get("wpdis")).get("value")) is not None:
+                    totals[policy] = as_dict(estimates.get("wpdis")).get("value")
+            step_shares = sessions.step_shares(diag)
+            if any(x is not None for x in step_shares):
+                shares[policy] = step_shares
+                collapse[policy] = diag.get("collapse_step")
+        # The weights are the policies', not the metric's: a second metric gets the same chart, which
+        # is drawn once and referred to after that.
+        weights = (shares, collapse)
+        same_as = next((m for m, w in charted if w == weights), None)
+        if same_as is None and shares:
+            charted.append((name, weights))
+        ylabel = f"{name} at the step" + ("" if gamma in (None, 1) else f" × {fmt.plain(gamma)}^step")
+        metric_views.append({
+            "name": name, "phrase": sessions.value_phrase(name, gamma), "rows": rows,
+            "has_curves": bool(curves), "has_shares": bool(shares), "has_totals": bool(totals),
+            "contribution_chart": _responsive(charts.step_contributions, curves, ylabel=ylabel, baseline=baseline,
+                                              totals=totals),
+            "collapse_chart": None if same_as else _responsive(charts.weight_collapse, shares, collapse,
+                                                               threshold=sessions.COLLAPSE_SHARE,
+                                                               baseline=baseline),
+            "collapse_same_as": same_as,
+        })
+    gamma_text = fmt.MISSING if gamma is None else fmt.plain(gamma)
+    return {**facts, "gamma_text": gamma_text, "size": sessions.size_text(facts),
+            "phrase": sessions.value_phrase(metric, gamma), "threshold": sessions.COLLAPSE_SHARE,
+            "threshold_text": fmt.plain(100 * sessions.COLLAPSE_SHARE) + "%",
+            "headline": f"Evaluated per session (gamma = {gamma_text}): the values are the "
+                        f"{sessions.value_phrase(metric, gamma)}, from {sessions.size_text(facts)}.",
+            "metrics": {view["name"]: view for view in metric_views}}
+
+
 def _evaluation_view(entry: Entry) -> dict:
     evaluation = entry.doc
     baseline = baseline_of(evaluation)
@@ -198,14 +265,17 @@ def _evaluation_view(entry: Entry) -> dict:
                             "warned": bool(as_list(diag.get("warnings")))})
         histogram = as_dict(diag.get("weight_histogram"))
         svg = charts.weight_histogram(as_list(histogram.get("edges")), as_list(histogram.get("counts")),
-                                      title=f"{name}: ESS {fmt.num(diag.get('ess'))} of {fmt.num(diag.get('n'))}")
+                                      title=f"{name}: ESS {fmt.num(diag.get('ess'))} of {fmt.num(diag.get('n'))}"
+                                      + (" sessions" if sessions.is_session(evaluation) else ""))
         # All weights in one bin (the logging policy's are all 1) make a chart with nothing to read.
         if svg and sum(1 for c in as_list(histogram.get("counts")) if fmt.as_number(c)) > 1:
             histograms.append({"name": name, "chart": _svg(svg)})
+    session = _session_view(evaluation, baseline, primary_estimator(evaluation, entry.estimator))
     return {
         "kind": "evaluation",
         "anchor": f"d{entry.number}",
-        "title": _title(entry, "Policy evaluation"),
+        "title": _title(entry, "Policy evaluation" + (" per session" if session else "")),
+        "session": session,
         "baseline": baseline,
         "primary_metric": metric,
         "metric_definitions": metric_definitions(evaluation),
@@ -330,8 +400,12 @@ def _gate_view(entry: Entry) -> dict:
         "multiplicity": multiplicity or None,
         "candidates": candidates,
         "summaries": gate_candidates(gate),
-        "min_ess": as_dict(as_dict(gate.get("config")).get("diagnostics")).get("min_ess"),
-        "max_unsupported_mass": as_dict(as_dict(gate.get("config")).get("diagnostics")).get("max_unsupported_mass"),
+        "min_ess": gate_thresholds(gate).get("min_ess"),
+        "min_ess_share": gate_thresholds(gate).get("min_ess_share"),
+        "max_unsupported_mass": gate_thresholds(gate).get("max_unsupported_mass"),
+        "max_mean_weight_z": gate_thresholds(gate).get("max_mean_weight_z"),
+        "thresholds": gate_thresholds_text(gate),
+        "warnings": gate_warnings(gate),
         "unsupported_label": GATE_UNSUPPORTED_LABEL,
         "charts": charts_,
         "causal": as_dict(gate.get("causal")) or None,

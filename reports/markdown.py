@@ -8,9 +8,10 @@ which is clearer in code than in a template.
 from __future__ import annotations
 
 from . import formatting as fmt
+from . import sessions
 from .documents import (Entry, Verdict, alpha_of, as_dict, as_list, baseline_of, evaluation_warnings, expand,
-                        flatten_inputs, gate_candidates, metric_definitions, metrics_of, ordered_policies,
-                        primary_estimator, primary_metric, verdicts)
+                        flatten_inputs, gate_candidates, gate_thresholds_text, gate_warnings, metric_definitions,
+                        metrics_of, ordered_policies, primary_estimator, primary_metric, verdicts)
 
 _ICONS = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "info": "ℹ️"}
 # Characters that would end a table cell, start emphasis, a link or a code span, or be read as
@@ -41,6 +42,12 @@ def _gate(entry: Entry) -> list[str]:
     lines = [f"### Gate: {escape(gate.get('decision'))} (exit code {escape(gate.get('exit_code'))})", "",
              f"Paired difference to {escape(gate.get('baseline'))} with estimator {escape(gate.get('estimator'))}, "
              f"alpha {fmt.plain(gate.get('alpha'))}.", ""]
+    thresholds = gate_thresholds_text(gate)
+    if thresholds:
+        lines += [escape(fmt.sentence(thresholds)) + ".", ""]
+    warnings = gate_warnings(gate)
+    if warnings:
+        lines += ["Gate warnings:", ""] + [f"- ⚠️ {escape(w)}" for w in warnings] + [""]
     multiplicity = as_dict(gate.get("multiplicity"))
     if multiplicity:
         lines += [f"Multiplicity: {escape(multiplicity.get('method'))} over {escape(multiplicity.get('n_tests'))} "
@@ -101,7 +108,15 @@ def _evaluation(entry: Entry) -> list[str]:
     data = as_dict(evaluation.get("data"))
     title = "Evaluation" + (" (embedded in the gate)" if entry.embedded_in else "")
     lines = [f"### {title}", ""]
-    if data:
+    session = sessions.session_facts(evaluation)
+    if session:
+        # Session level: the numbers below are returns per session, which the reader must know first.
+        gamma = fmt.MISSING if session["gamma"] is None else fmt.plain(session["gamma"])
+        lines += [f"**Per session (gamma = {gamma})**: {sessions.size_text(session)}, "
+                  f"{fmt.num(data.get('n_actions'))} actions; values are the "
+                  f"{escape(sessions.value_phrase(primary_metric(evaluation), session['gamma']))}; "
+                  f"estimator {escape(estimator)}, {level} intervals, baseline {escape(baseline)}.", ""]
+    elif data:
         period = as_dict(data.get("period"))
         lines += [f"{fmt.num(data.get('n_rows'))} rows, {fmt.num(data.get('n_actions'))} actions"
                   + (f", {fmt.when(period.get('start'))} to {fmt.when(period.get('end'))}" if period else "")
@@ -127,9 +142,12 @@ def _evaluation(entry: Entry) -> list[str]:
                          "" if is_baseline else fmt.pct(vs.get("relative"), sign=True),
                          fmt.num(diagnostics.get("ess")), fmt.pct(diagnostics.get("unsupported_mass"))])
         if rows:
-            lines += [f"**{escape(metric)}**" + (" (primary)" if metric == primary_metric(evaluation) else ""), ""]
-            lines += _table(["Policy", "Value", "Difference", "Relative", "ESS", "Unsupported"], rows,
-                            right={1, 2, 3, 4, 5})
+            lines += [f"**{escape(metric)}**" + (" (primary)" if metric == primary_metric(evaluation) else "")
+                      + (f", per session ({session['discounting']})" if session else ""), ""]
+            lines += _table(["Policy", "Value", "Difference", "Relative", "Eff. sessions" if session else "ESS",
+                             "Unsupported"], rows, right={1, 2, 3, 4, 5})
+    if session:
+        lines += _sessions_table(evaluation, baseline)
     warnings = []
     for w in evaluation_warnings(evaluation):
         who = ", ".join(escape(p) for p in w["policies"])
@@ -139,6 +157,27 @@ def _evaluation(entry: Entry) -> list[str]:
     if warnings:
         lines += ["Warnings:", ""] + [f"- {w}" for w in warnings] + [""]
     return lines
+
+
+def _sessions_table(evaluation: dict, baseline: str | None) -> list[str]:
+    """Session level: sessions, steps, effective sessions and the step where the weights collapse,
+    per policy (the weights are the policies', the same for every metric: the primary metric's)."""
+    policies = as_dict(as_dict(metrics_of(evaluation).get(primary_metric(evaluation))).get("policies"))
+    rows = []
+    for name in ordered_policies(policies, baseline):
+        d = as_dict(as_dict(policies.get(name)).get("diagnostics"))
+        ess, n = fmt.as_number(d.get("ess")), fmt.as_number(d.get("n"))
+        rows.append([escape(name) + (" (baseline)" if name == baseline else ""), fmt.num(d.get("n")),
+                     fmt.num(d.get("n_rows")),
+                     fmt.num(d.get("ess")) + (f" ({fmt.pct(ess / n)})" if ess is not None and n else ""),
+                     fmt.num(d.get("trajectory_ess")), escape(sessions.collapse_text(d))])
+    if not rows:
+        return []
+    threshold = fmt.plain(100 * sessions.COLLAPSE_SHARE) + "%"
+    return ["**Sessions**: the weights collapse at the first step (0 = first) where fewer than "
+            f"{threshold} of the sessions still running are effective.", ""] + \
+        _table(["Policy", "Sessions", "Steps", "Eff. sessions", "Trajectory ESS", "Weights collapse"], rows,
+               right={1, 2, 3, 4})
 
 
 def _causal(entry: Entry) -> list[str]:
@@ -171,8 +210,17 @@ def render_markdown(documents: list[dict]) -> str:
     entries = expand(documents)
     lines = ["## livegate", ""]
     lines += [_verdict_line(v) + "  " for v in verdicts(entries)] + [""]
+    # A session-level evaluation says so under the verdict: its numbers are returns per session.
+    levels = [sessions.session_facts(entry.doc) | {"metric": primary_metric(entry.doc)}
+              for entry in entries if entry.kind == "evaluation" and sessions.is_session(entry.doc)]
+    for line in dict.fromkeys(f"ℹ️ Evaluated per session: values are the "
+                              f"{escape(sessions.value_phrase(f['metric'], f['gamma']))}, from "
+                              f"{sessions.size_text(f)}." for f in levels):
+        lines += [line, ""]
     # Warnings right under the verdict: a low effective sample size must not hide at the bottom.
-    alerts = [w for entry in entries if entry.kind == "evaluation" for w in evaluation_warnings(entry.doc)]
+    alerts = [{"text": w, "policies": [], "metrics": []}
+              for entry in entries if entry.kind == "gate" for w in gate_warnings(entry.doc)]
+    alerts += [w for entry in entries if entry.kind == "evaluation" for w in evaluation_warnings(entry.doc)]
     if alerts:
         lines += [f"> ⚠️ **Warnings ({len(alerts)})**", ">"]
         for w in alerts:

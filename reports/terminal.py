@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from . import formatting as fmt
+from .sessions import COLLAPSE_SHARE, collapse_text, session_facts, size_text
 
 
 def _num(x, digits: int = 4) -> str:
@@ -35,13 +36,22 @@ def evaluation_table(doc: dict) -> str:
     base = doc.get("baseline", "logging")
     lines = []
     definitions = {k: v for k, v in (doc.get("metric_definitions") or {}).items() if str(v) != str(k)}
+    # Session level (ope/sessions.py): every value is a return per session, said before the numbers.
+    session = session_facts(doc)
+    if session:
+        gamma = "—" if session["gamma"] is None else fmt.plain(session["gamma"])
+        lines.append("")
+        lines.append(_wrap(f"per session (gamma = {gamma}): {size_text(session)}; values are expected returns "
+                           f"per session, {session['discounting']}"))
     if definitions:
         lines.append("")
         lines += [_wrap(f"metric {name} = {definition}") for name, definition in definitions.items()]
     for metric, block in doc["metrics"].items():
         lines.append("")
-        lines.append(_clip(f"{metric}  ({level} {cfg.get('ci', 'normal')} intervals; difference vs {base})", 100))
-        header = f"{'policy':<14} {'estimator':<10} {'value':>10} {'interval':<21} {'difference':>11} {'interval':<21} {'rel.':>7}"
+        what = f"{metric} per session" if session else metric  # the discount is in the line above
+        lines.append(_clip(f"{what}  ({level} {cfg.get('ci', 'normal')} intervals; difference vs {base})", 100))
+        value = "return" if session else "value"
+        header = f"{'policy':<14} {'estimator':<10} {value:>10} {'interval':<21} {'difference':>11} {'interval':<21} {'rel.':>7}"
         lines.append(header)
         lines.append("-" * len(header))
         for name, result in block["policies"].items():
@@ -52,14 +62,18 @@ def evaluation_table(doc: dict) -> str:
                 lines.append(f"{_clip(name, 14):<14} {_clip(ident, 10):<10} {_num(est['value']):>10} "
                              f"{_ci(est['ci_low'], est['ci_high']):<21} {diff}")
     lines.append("")
-    lines.append("diagnostics")
     first = next(iter(doc["metrics"].values()))["policies"]
-    lines.append(f"{'policy':<16} {'n':>10} {'ESS':>10} {'max w':>9} {'mean w':>8} {'unsupported':>11}")
     warnings = []
+    if session:
+        lines += _session_diagnostics(first)
+    else:
+        lines.append("diagnostics")
+        lines.append(f"{'policy':<16} {'n':>10} {'ESS':>10} {'max w':>9} {'mean w':>8} {'unsupported':>11}")
     for name, result in first.items():
         d = result["diagnostics"]
-        lines.append(f"{_clip(name, 16):<16} {d['n']:>10,} {d['ess']:>10,.0f} {_num(d['max_weight'], 3):>9} "
-                     f"{d['mean_weight']:>8.3f} {d['unsupported_mass']:>11.3f}")
+        if not session:
+            lines.append(f"{_clip(name, 16):<16} {d['n']:>10,} {d['ess']:>10,.0f} {_num(d['max_weight'], 3):>9} "
+                         f"{d['mean_weight']:>8.3f} {d['unsupported_mass']:>11.3f}")
         warnings += [f"{name}: {w}" for w in d.get("warnings", [])]
     for metric, block in doc["metrics"].items():
         quality = next(iter(block["policies"].values()))["diagnostics"].get("reward_model")
@@ -69,6 +83,28 @@ def evaluation_table(doc: dict) -> str:
     for w in list(dict.fromkeys(warnings + doc.get("warnings", []))):
         lines.append(_wrap(f"WARNING: {w}"))
     return "\n".join(lines)
+
+
+def _session_diagnostics(policies: dict) -> list[str]:
+    """Session-level diagnostics: sessions and effective sessions (ESS), the effective number of
+    whole trajectories (what trajectory-wise IS rests on), per-step weight statistics, and the step
+    from which the effective share of the sessions still running is below 10% (weights collapse)."""
+    lines = [_wrap("diagnostics per session (ESS: effective number of sessions; the weights collapse at the first "
+                   f"step where less than {COLLAPSE_SHARE:.0%} of the sessions still running are effective)"),
+             f"{'policy':<16} {'sessions':>9} {'ESS':>9} {'traj. ESS':>9} {'steps':>9} {'max w':>8} {'mean w':>7} "
+             f"{'unsupp.':>7} {'weights collapse':>17}"]
+    for name, result in policies.items():
+        d = result["diagnostics"]
+        lines.append(f"{_clip(str(name), 16):<16} {_count(d.get('n')):>9} {_count(d.get('ess')):>9} "
+                     f"{_count(d.get('trajectory_ess')):>9} {_count(d.get('n_rows')):>9} "
+                     f"{_num(d.get('max_weight'), 3):>8} {_num(d.get('mean_weight'), 3):>7} "
+                     f"{_num(d.get('unsupported_mass'), 3):>7} {_clip(collapse_text(d, short=True), 17):>17}")
+    return lines
+
+
+def _count(x) -> str:
+    number = fmt.as_number(x)
+    return "—" if number is None else f"{number:,.0f}"
 
 
 def _pct(x) -> str:
@@ -87,7 +123,13 @@ def _wrap(text: str, width: int = 100) -> str:
 def gate_summary(doc: dict) -> str:
     lines = [f"gate: {doc['decision'].upper()} (exit {doc['exit_code']}); estimator {doc['estimator']}, "
              f"baseline {doc['baseline']}, Holm over {doc['multiplicity']['n_tests']} tests"]
-    from .documents import gate_candidates
+    from .documents import gate_candidates, gate_thresholds_text, gate_warnings
+
+    thresholds = gate_thresholds_text(doc)
+    if thresholds:  # the thresholds in force, printed with the verdict
+        lines.append(_wrap(f"  {thresholds}"))
+    for w in gate_warnings(doc):
+        lines.append(_wrap(f"  WARNING: {w}"))
 
     summaries = {c["name"]: c for c in gate_candidates(doc)}
     for cand in doc["candidates"]:
@@ -106,7 +148,7 @@ def gate_summary(doc: dict) -> str:
                            f"ESS {fmt.num(round(diag['ess']) if fmt.as_number(diag.get('ess')) is not None else None)}"
                            f"{rows}; {unsupported}"))
         for f in cand["diagnostics"]["failures"]:
-            lines.append(f"    diagnostics: {f}")
+            lines.append(_wrap(f"    diagnostics: {f}"))
         for w in summary.get("warnings") or []:
             lines.append(_wrap(f"    WARNING: {w}"))
         for c in cand["criteria"]:

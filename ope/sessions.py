@@ -1,0 +1,199 @@
+"""Evaluate candidate policies over whole viewer sessions (`--sessions`; DESIGN section 2, "Sessions").
+
+The value of a policy is the expected discounted return per session, E[sum_t gamma^t r_t], from the
+logged sessions' initial states. Each session is one sample: the estimators of `session_estimators`
+give one term per session, and intervals, paired differences and the gate reuse the decision-level
+machinery (`IntervalEngine`) unchanged. Output: the same `EvaluationResult`, with `level` "session".
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from livegate.datasets import LoggedData, PolicyTable, logging_policy
+from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.rewards import RewardSpec
+from livegate.datasets.schema import LOGGING_POLICY
+from livegate.datasets.sessions import SessionIndex
+
+from .diagnostics import LOW_ESS_ROWS, LOW_ESS_SHARE, reward_model_warning, warnings_for, weight_diagnostics
+from .estimators import EstimatorSpec, Terms
+from .session_estimators import SessionInputs, step_values
+
+#: Steps with fewer alive sessions than this are left out of the collapse search: a weight
+#: statistic over a handful of sessions says nothing.
+MIN_ALIVE_FOR_COLLAPSE = 30
+#: Per-step lists in the result document stop here (a rare very long session would bloat it).
+MAX_STEPS_REPORTED = 500
+
+
+def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Sequence[RewardSpec],
+                      config, specs: Sequence[EstimatorSpec], progress: Callable[[str], None] | None = None):
+    """Estimate every policy's session value for every metric and estimator (`evaluate.evaluate`
+    calls this when `config.level` is "session", after the checks common to both levels)."""
+    from .evaluate import EvaluationResult, IntervalEngine, _data_summary, _intervals  # one module, two levels
+
+    step = progress or (lambda _msg: None)
+    index = logs.sessions
+    if index is None:
+        raise InputError(Problem(logs.source, f"has no sessions: session-level evaluation needs the columns "
+                                 f"'{logs.schema.session_id}' and '{logs.schema.step}'",
+                                 fix="add them, map them with --column session_id=NAME --column step=NAME, or "
+                                     "evaluate per decision without --sessions"))
+    all_policies = {LOGGING_POLICY: logging_policy(logs), **policies}
+    ratios = {name: None if name == LOGGING_POLICY else index.sort(p.pi_logged / logs.propensity)
+              for name, p in all_policies.items()}
+    warnings: list[str] = []
+    pairs = _policy_pairs(logs, index, all_policies, specs, warnings)
+    features = logs.context.iloc[index.order].reset_index(drop=True) \
+        if any(s.needs_model or s.needs_state_ratios for s in specs) else None
+    action_code = index.sort(logs.action_code)
+
+    state_ratios: dict[str, np.ndarray] = {}
+    if any(s.needs_state_ratios for s in specs):
+        step("state density ratios (marginalised importance sampling)")
+        from .sequential_models import fit_state_ratios
+        candidates = {name: r for name, r in ratios.items() if r is not None}
+        state_ratios = fit_state_ratios(features, index.session, index.step, index.next_position, candidates,
+                                        n_folds=config.n_folds,
+                                        seed=config.seed, model=config.reward_model, progress=step)
+        state_ratios[LOGGING_POLICY] = np.ones(index.n_rows)
+
+    if any(s.name == "fqe" for s in specs):
+        warnings.append("fqe's interval shows how the value varies over the initial states only, not the error of "
+                        "the fitted Q function: it is not a confidence interval for the policy's value (use dr or "
+                        "wdr for one; the gate does not accept fqe).")
+    all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
+    results, engines, qualities = {}, {}, {}
+    returns, curves = {}, {}
+    for spec in rewards:
+        metric = spec.name
+        reward = index.sort(logs.reward(spec))
+        fits = {}
+        if any(s.needs_model for s in specs):
+            step(f"fitted-Q evaluation for {metric}")
+            from .sequential_models import fit_fqe
+            fits = fit_fqe(features, action_code, logs.n_action_codes, reward, index.session, index.step,
+                           index.next_position, pairs, gamma=config.gamma, n_folds=config.n_folds, seed=config.seed,
+                           model=config.reward_model, action_features=logs.action_features, progress=step)
+        step(f"estimating {metric} over sessions")
+        all_terms[metric] = {}
+        for name in all_policies:
+            fit = fits.get(name)
+            inputs = SessionInputs(index=index, reward=reward,
+                                   ratio=ratios[name] if ratios[name] is not None else np.ones(index.n_rows),
+                                   gamma=config.gamma, q_logged=None if fit is None else fit.q_logged,
+                                   v=None if fit is None else fit.v, state_ratio=state_ratios.get(name),
+                                   unit_weight=name == LOGGING_POLICY)
+            if name == LOGGING_POLICY:
+                returns[metric] = inputs.discounted_return
+            curves.setdefault(metric, {})[name] = step_values(inputs)[:MAX_STEPS_REPORTED].tolist()
+            all_terms[metric][name] = {}
+            for s in specs:
+                if s.needs_model and fit is None:
+                    warnings.append(f"{s.identifier} skipped for '{name}': its probabilities are known only at the "
+                                    "logged actions (compact pi_ form), and fitted-Q evaluation needs them at every "
+                                    "action.")
+                    continue
+                all_terms[metric][name][s.identifier] = s.terms(inputs)
+        qualities[metric] = {name: fit.quality for name, fit in fits.items()} or None
+        engines[metric] = IntervalEngine(all_terms[metric], config)
+        results[metric] = _intervals(engines[metric], config)
+
+    for name, p in all_policies.items():
+        diag = session_diagnostics(index, ratios[name], config.gamma)
+        diag["unlogged_mass"] = p.unlogged_probability(len(logs.actions)) / logs.n
+        diag["compact_form"] = p.compact
+        diag["estimated_propensities"] = logs.propensity_source == "estimated"
+        for metric in results:
+            d = dict(diag, warnings=list(diag["warnings"]))
+            quality = (qualities[metric] or {}).get(name)
+            d["reward_model"] = quality
+            d["by_step"] = dict(d["by_step"], value=curves[metric][name])
+            d["warnings"] += reward_model_warning(quality)
+            results[metric][name].diagnostics = d
+
+    data = _data_summary(logs, returns)
+    data.update(level="session", n_sessions=index.n_sessions, horizon=index.horizon,
+                mean_session_length=float(index.n_rows / index.n_sessions), gamma=config.gamma)
+    return EvaluationResult(config=config, data=data, baseline=config.baseline, metrics=results,
+                            metric_definitions={spec.name: spec.expression for spec in rewards},
+                            time_windows=None, warnings=list(dict.fromkeys(warnings)), engines=engines)
+
+
+def _policy_pairs(logs: LoggedData, index: SessionIndex, policies: Mapping[str, PolicyTable],
+                  specs: Sequence[EstimatorSpec], warnings: list[str]) -> dict[str, tuple]:
+    """(sorted position, action code, probability) of every action each policy may take at every step,
+    for fitted-Q evaluation. The logging policy's is its logged action (probability 1): fitted-Q then
+    evaluates the behaviour policy from its own next actions."""
+    if not any(s.needs_model for s in specs):
+        return {}
+    pairs = {LOGGING_POLICY: (np.arange(index.n_rows, dtype=np.int64), index.sort(logs.action_code),
+                              np.ones(index.n_rows))}
+    for name, p in policies.items():
+        if name == LOGGING_POLICY or p.compact:
+            continue
+        pairs[name] = (index.to_sorted_rows(p.row), p.action_code, np.asarray(p.prob, dtype=np.float64))
+    return pairs
+
+
+def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: float) -> dict:
+    """The weight diagnostics of one policy over sessions.
+
+    - per decision (every step's w_t): `weight_diagnostics`' statistics, unsupported mass and mean-weight test;
+    - `decision_ess`: the Kish size of the per-decision weights over all rows (what the gate's
+      effective-sample-size floor reads: it shows degenerate or wrong propensities at any step);
+    - `ess`: the effective number of sessions, the Kish size (sum u)^2 / sum u^2 of each session's
+      discount-averaged cumulative weight u_i = sum_t gamma^t rho_t / sum_t gamma^t (1 for the logging
+      policy; a session whose weights explode or vanish counts for little);
+    - `trajectory_ess`: the Kish size of the full-trajectory weights rho_{T_i - 1} (what TIS rests on);
+    - per step t: sessions alive, Kish size of rho_t among them, mean and largest rho_t; and
+      `collapse_step`, the first step whose effective share falls below LOW_ESS_SHARE: from there on,
+      per-decision importance sampling rests on a few sessions (the curse of horizon).
+    """
+    n_rows, n_sessions, horizon = index.n_rows, index.n_sessions, index.horizon
+    w = np.ones(n_rows) if ratio is None else ratio
+    diag = weight_diagnostics(w)
+    rho = np.ones(n_rows) if ratio is None else index.cumulative_product(ratio)
+    discount = np.ones(n_rows) if gamma == 1.0 else gamma ** index.step.astype(np.float64)
+    per_session = index.per_session(discount * rho) / index.per_session(discount)
+    rho_last = rho[index.last_position()]
+    alive = index.alive
+    step_sum = np.bincount(index.step, weights=rho, minlength=horizon)
+    step_sq = np.bincount(index.step, weights=rho * rho, minlength=horizon)
+    step_max = np.zeros(horizon)
+    np.maximum.at(step_max, index.step, rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess_by_step = np.where(step_sq > 0, step_sum * step_sum / step_sq, 0.0)
+    considered = alive >= MIN_ALIVE_FOR_COLLAPSE
+    collapsed = np.flatnonzero(considered & (ess_by_step < LOW_ESS_SHARE * alive))
+    row_warnings = warnings_for(diag)
+    diag.update(
+        n=n_sessions, n_rows=n_rows, ess=_kish(per_session), decision_ess=diag["ess"], trajectory_ess=_kish(rho_last),
+        collapse_step=int(collapsed[0]) if collapsed.size else None,
+        by_step={key: values[:MAX_STEPS_REPORTED].tolist() for key, values in
+                 {"alive": alive, "ess": ess_by_step, "mean_weight": step_sum / np.maximum(alive, 1),
+                  "max_weight": step_max}.items()})
+    diag["warnings"] = _session_warnings(diag) + [w for w in row_warnings if not w.startswith("Low effective")]
+    return diag
+
+
+def _kish(weights: np.ndarray) -> float:
+    total, total_sq = float(np.sum(weights)), float(np.dot(weights, weights))
+    return total * total / total_sq if total_sq > 0 else 0.0
+
+
+def _session_warnings(diag: dict) -> list[str]:
+    out = []
+    n, ess = diag["n"], diag["ess"]
+    if n and ess < max(LOW_ESS_ROWS, LOW_ESS_SHARE * n):
+        out.append(f"Low effective number of sessions: {ess:,.0f} of {n:,} ({ess / n:.1%}): the estimate rests on "
+                   "a few heavily weighted sessions; prefer wdr, fqe or mis to pdis.")
+    t = diag["collapse_step"]
+    if t is not None:
+        alive, ess_t = diag["by_step"]["alive"][t], diag["by_step"]["ess"][t]
+        out.append(f"Importance weights collapse from step {t}: there the effective sample is {ess_t:,.0f} of the "
+                   f"{alive:,} sessions still running ({ess_t / alive:.1%}). Per-decision IS (pdis, tis) rests on a "
+                   "few sessions after it; wdr, fqe and mis are less affected.")
+    return out
