@@ -393,3 +393,22 @@ def test_fqe_and_ratios_unbiased_over_seeds():
     ratio_errors = np.array(ratio_errors)[:, 1:]
     mean, se = ratio_errors.mean(axis=0), ratio_errors.std(axis=0, ddof=1) / np.sqrt(seeds)
     assert np.all(np.abs(mean) <= 4 * se), f"ratio mean errors / SE:\n{mean / se}"
+
+
+def test_per_action_models_fall_back_for_rare_and_unseen_actions():
+    """Few actions: one model per action; an action with too few rows uses a pooled model, and an action code
+    no training row shows (NaN) gets a finite prediction."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    state = rng.normal(size=n)
+    action = np.where(rng.random(n) < 0.99, rng.integers(0, 2, n), 2).astype(float)   # action 2: ~30 rows
+    y = np.where(action == 0, state, -state) + 0.1 * rng.normal(size=n)
+    x = np.column_stack([state, action])
+    models = sequential_models._Models(None, [False, True], 0, per_action=(1, np.array([1])))
+    fitted = models.fit(x, y)
+    assert isinstance(fitted, sequential_models._PerAction)
+    assert set(fitted.models) == {0.0, 1.0} and fitted.pooled is not None
+    probe = np.column_stack([np.array([1.0, 1.0, 1.0, 1.0]), np.array([0.0, 1.0, 2.0, np.nan])])
+    pred = fitted.predict(probe)
+    assert np.all(np.isfinite(pred))
+    assert pred[0] > 0.5 and pred[1] < -0.5          # the sign flip across actions is kept, not smoothed away
