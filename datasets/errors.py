@@ -28,7 +28,7 @@ class Problem:
         return text
 
 
-_SINGULAR = {"have": "has", "are": "is", "refer": "refers", "share": "shares", "give": "gives"}
+_SINGULAR = {"have": "has", "are": "is", "refer": "refers", "share": "shares", "give": "gives", "repeat": "repeats"}
 
 
 def _agree(message: str, rows: int) -> str:

@@ -404,10 +404,12 @@ def _evaluation(r: _Reader, candidate_names: list[str]) -> dict:
     # sessions: weighted doubly robust (Thomas & Brunskill 2016) has valid intervals and tames the curse of
     # horizon that per-decision IS suffers; per decision, self-normalised IPS needs no reward model
     estimator = r.get(evaluation, section, "estimator", str, default="wdr" if level == "session" else "snips")
-    if level == "session" and str(estimator).split(":")[0].strip() == "fqe":
-        r.problem('[evaluation] estimator = "fqe" cannot gate: its interval shows the spread of the initial states, '
-                  "not the error of the fitted Q function", fix='use "wdr" or "dr" (doubly robust: fitted Q plus '
-                  "importance weights, with valid intervals)")
+    name = str(estimator).split(":")[0].strip()
+    if level == "session" and name in ("fqe", "mis"):
+        model = "Q function" if name == "fqe" else "state density ratios"
+        r.problem(f'[evaluation] estimator = "{name}" cannot gate: its interval does not include the error of its '
+                  f"fitted {model}", fix='use "wdr" or "dr" (doubly robust: fitted Q plus importance weights, '
+                  "unbiased whatever the Q function)")
     return {"estimator": estimator,
             "alpha": alpha, "ci": r.get(evaluation, section, "ci", str, default="normal"), "seed": int(seed),
             "n_boot": int(r.get(evaluation, section, "n_boot", int, default=1000)), "baseline": baseline,

@@ -147,12 +147,13 @@ def _decode_keys(table: pa.Table, source: str, schema: LogSchema, unusable: set,
 
 def _session_index(table: pa.Table, dataset, source: str, schema: LogSchema, timestamp: np.ndarray | None):
     """The validated `SessionIndex` of the logs' session_id and step columns."""
-    problems = v.check_key(table, source, schema.session_id, "session id") + \
-        v.check_numeric(table, source, schema.step, "step")
+    problems = v.check_key(table, source, schema.session_id, "session id")
     step_type = table.column(schema.step).type
-    if not problems and not pa.types.is_integer(step_type):
+    if pa.types.is_integer(step_type) or pa.types.is_null(step_type):
+        problems += v.check_numeric(table, source, schema.step, "step")
+    else:
         problems.append(Problem(source, f"has type {step_type}; step must be an integer", column=schema.step,
-                                fix=f"cast {schema.step} to int64"))
+                                fix=f"write {schema.step} as int64: 0, 1, 2, ... within each session"))
     if problems:
         raise InputError(problems)
     session_code, session_ids = dense_codes(to_numpy(table.column(schema.session_id)))

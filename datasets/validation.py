@@ -327,8 +327,8 @@ def check_sessions(session_code: np.ndarray, session_ids: np.ndarray, step: np.n
     same = s[1:] == s[:-1]
     repeated = same & (t[1:] == t[:-1])
     if np.any(repeated):
-        example = session_ids[s[1:][repeated][0]]
-        problems.append(Problem(source, f"repeat a step of their session (e.g. session {example!r}, step "
+        example = _id(session_ids[s[1:][repeated][0]])
+        problems.append(Problem(source, f"repeat a step of their session (e.g. session {example}, step "
                                 f"{int(t[1:][repeated][0])})", column=schema.step, rows=int(np.count_nonzero(repeated)),
                                 fix="each (session_id, step) must appear once: one row per decision, no slates "
                                     "in session mode"))
@@ -340,7 +340,7 @@ def check_sessions(session_code: np.ndarray, session_ids: np.ndarray, step: np.n
     gap = t_d != expected
     if np.any(gap):
         k = int(np.flatnonzero(gap)[0])
-        problems.append(Problem(source, f"{_sessions(s_d[gap], 'skips', 'skip')} a step (e.g. session {session_ids[s_d[k]]!r} has "
+        problems.append(Problem(source, f"{_sessions(s_d[gap], 'skips', 'skip')} a step (e.g. session {_id(session_ids[s_d[k]])} has "
                                 f"step {int(t_d[k])} where step {int(expected[k])} belongs)", column=schema.step,
                                 fix="steps must be 0, 1, 2, ... without gaps within each session; a session "
                                     "ends after its last logged step"))
@@ -350,7 +350,7 @@ def check_sessions(session_code: np.ndarray, session_ids: np.ndarray, step: np.n
         if np.any(backwards):
             k = int(np.flatnonzero(backwards)[0])
             problems.append(Problem(source, f"{_sessions(s[1:][backwards], 'has', 'have')} a step logged before the previous "
-                                    f"step (e.g. session {session_ids[s[k + 1]]!r}, step {int(t[k + 1])})",
+                                    f"step (e.g. session {_id(session_ids[s[k + 1]])}, step {int(t[k + 1])})",
                                     column=schema.step,
                                     fix=f"steps must follow {schema.timestamp}: renumber them in time order"))
     if file_code is not None:
@@ -359,7 +359,7 @@ def check_sessions(session_code: np.ndarray, session_ids: np.ndarray, step: np.n
         if np.any(split):
             k = int(np.flatnonzero(split)[0])
             problems.append(Problem(source, f"{_sessions(s[1:][split], 'appears', 'appear')} in more than one file (e.g. session "
-                                    f"{session_ids[s[k + 1]]!r} in {files[f[k]]} and {files[f[k + 1]]})",
+                                    f"{_id(session_ids[s[k + 1]])} in {files[f[k]]} and {files[f[k + 1]]})",
                                     column=schema.session_id,
                                     fix="write each session into one file, or give every file its own session ids"))
     return problems
@@ -381,3 +381,8 @@ def check_int_settings(source: str, minimums: dict[str, tuple[object, int]]) -> 
             problems.append(Problem(source, f"must be >= {minimum}, got {value}", column=name,
                                     fix=f"pass {name} >= {minimum}"))
     return problems
+
+
+def _id(value) -> str:
+    """An id as the user wrote it: 7 or 'abc', not np.int64(7)."""
+    return repr(value.item() if hasattr(value, "item") else value)

@@ -83,6 +83,10 @@ class EvaluationConfig:
         if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
             problems.append(Problem("--gamma", f"{self.gamma} is not in (0, 1]",
                                     fix="use e.g. 1.0 (the total per session) or 0.99"))
+        elif self.level == "session" and (self.reward_ranges or self.max_weight is not None or self.ci == "bernstein"):
+            problems.append(Problem("--sessions", "reward ranges, --max-weight and Bernstein intervals apply per "
+                                    "decision; session returns are not bounded by them",
+                                    fix="drop --reward-range and --max-weight, and use --ci normal or bootstrap"))
         elif self.level == "decision" and self.gamma != 1.0:
             problems.append(Problem("--gamma", "discounts session returns, and this evaluation is per decision",
                                     fix="add --sessions (gate.toml: [evaluation] level = \"session\") or drop --gamma"))
@@ -342,8 +346,7 @@ def _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress) 
                                  fix="drop --q-hat: fitted-Q evaluation fits its own Q function from the context columns"))
     modelled = [s.identifier for s in specs if s.needs_model or s.needs_state_ratios]
     if modelled and logs.n_context_columns == 0:
-        raise InputError(Problem(logs.source, f"has no context columns for the state models that {', '.join(modelled)} "
-                                 "need", fix="add x_* columns (the state at each step) or pass --context"))
+        raise InputError(Problem(logs.source, f"has no context columns for the state models of {', '.join(modelled)}", fix="add x_* columns (the state at each step) or pass --context"))
     from .sessions import evaluate_sessions
     return evaluate_sessions(logs, policies, rewards, config, specs, progress)
 

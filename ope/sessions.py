@@ -64,6 +64,9 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
         warnings.append("fqe's interval shows how the value varies over the initial states only, not the error of "
                         "the fitted Q function: it is not a confidence interval for the policy's value (use dr or "
                         "wdr for one; the gate does not accept fqe).")
+    if any(s.name == "mis" for s in specs):
+        warnings.append("mis's interval does not include the error of the fitted state density ratios, which grows "
+                        "with the session length: read it as a model-based estimate (the gate does not accept mis).")
     all_terms: dict[str, dict[str, dict[str, Terms]]] = {}
     results, engines, qualities = {}, {}, {}
     returns, curves = {}, {}
@@ -189,11 +192,13 @@ def _session_warnings(diag: dict) -> list[str]:
     n, ess = diag["n"], diag["ess"]
     if n and ess < max(LOW_ESS_ROWS, LOW_ESS_SHARE * n):
         out.append(f"Low effective number of sessions: {ess:,.0f} of {n:,} ({ess / n:.1%}): the estimate rests on "
-                   "a few heavily weighted sessions; prefer wdr, fqe or mis to pdis.")
+                   "a few heavily weighted sessions, and normal intervals can miss the value; prefer wdr or dr to "
+                   "pdis, and collect more sessions or explore more before trusting a gate.")
     t = diag["collapse_step"]
     if t is not None:
         alive, ess_t = diag["by_step"]["alive"][t], diag["by_step"]["ess"][t]
         out.append(f"Importance weights collapse from step {t}: there the effective sample is {ess_t:,.0f} of the "
                    f"{alive:,} sessions still running ({ess_t / alive:.1%}). Per-decision IS (pdis, tis) rests on a "
-                   "few sessions after it; wdr, fqe and mis are less affected.")
+                   "few sessions after it; doubly robust wdr and dr suffer less (fqe and mis depend on fitted models "
+                   "whose error their intervals do not show).")
     return out
