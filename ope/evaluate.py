@@ -86,7 +86,8 @@ class EvaluationConfig:
         elif self.level == "session" and (self.reward_ranges or self.max_weight is not None or self.ci == "bernstein"):
             problems.append(Problem("--sessions", "reward ranges, --max-weight and Bernstein intervals apply per "
                                     "decision; session returns are not bounded by them",
-                                    fix="drop --reward-range and --max-weight, and use --ci normal or bootstrap"))
+                                    fix="drop the reward ranges and the weight bound (--reward-range, --max-weight; "
+                                        "gate.toml [reward_range], max_weight) and use normal or bootstrap intervals"))
         elif self.level == "decision" and self.gamma != 1.0:
             problems.append(Problem("--gamma", "discounts session returns, and this evaluation is per decision",
                                     fix="add --sessions (gate.toml: [evaluation] level = \"session\") or drop --gamma"))

@@ -117,7 +117,8 @@ def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
     required = _required_ess(n, cfg)
     if not ess >= required:  # NaN misses too
         failures.append(f"effective sample size {_ess_text(ess)} < {required:,.0f} required (min_ess "
-                        f"{cfg.min_ess:,.0f}; min_ess_share {_pct(cfg.min_ess_share)} of {n:,} rows)")
+                        f"{cfg.min_ess:,.0f}; min_ess_share {_pct(cfg.min_ess_share)} of {n:,} "
+                        f"{'sessions' if cfg.level == 'session' else 'rows'})")
     # the mass is estimated from the mean weight, whose noise grows with the weights: a candidate is
     # held back unless the data show (upper bound at 3 standard errors) that it is below the ceiling
     upper = diag["unsupported_mass_upper"]

@@ -243,7 +243,8 @@ def gate_thresholds_text(gate: dict) -> str | None:
 
     loosened = [str(k) for k in as_list(t.get("loosened"))]
     return (f"diagnostics thresholds: ESS >= {fmt.plain(t.get('min_ess'))} and >= "
-            f"{percent(t.get('min_ess_share'))} of the rows; unsupported mass "
+            f"{percent(t.get('min_ess_share'))} of the {'sessions' if gate.get('level') == 'session' else 'rows'}; "
+            f"unsupported mass "
             f"{fmt.text(t.get('unsupported_mass_bound'))} bound <= {percent(t.get('max_unsupported_mass'))}; mean "
             f"weight at most {fmt.plain(t.get('max_mean_weight_z'))} standard errors above 1"
             + (f" (loosened in gate.toml: {', '.join(loosened)})" if loosened else ""))
