@@ -111,6 +111,7 @@ def forest(groups: Sequence[str], series: Sequence[str], points: dict[tuple[str,
     value / ci_low / ci_high; missing or null entries are left out. `reference` draws a dashed
     vertical line (zero difference, a threshold, the average effect). `narrow` draws the phone
     version (see NARROW_WIDTH): shorter labels, the legend under the plot instead of beside it."""
+    points = {k: p for k, p in points.items() if isinstance(p, dict)}  # a malformed document's entries: left out
     if not any(as_number(p.get("value")) is not None for p in points.values()):
         return None
     n_series = max(len(series), 1)
@@ -136,8 +137,9 @@ def forest(groups: Sequence[str], series: Sequence[str], points: dict[tuple[str,
             low, high = as_number(point.get("ci_low")), as_number(point.get("ci_high"))
             ys.append(y)
             xs.append(value)
-            lows.append(value - low if low is not None else 0.0)
-            highs.append(high - value if high is not None else 0.0)
+            # an interval that does not hold its point (a malformed document) gets no whisker on that side
+            lows.append(max(value - low, 0.0) if low is not None else 0.0)
+            highs.append(max(high - value, 0.0) if high is not None else 0.0)
         if xs:
             ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", color=colour, markersize=4, capsize=2.5,
                         linewidth=1.3, label=label(name, limit) if len(series) > 1 else None)
@@ -208,6 +210,7 @@ def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *
     """Estimate per time window with its interval as a band, one line per policy. The x position is
     the middle of each window; windows without parseable times are placed by their order. `narrow`
     draws the phone version, with the legend under the plot."""
+    windows = [w for w in _as_list(windows) if isinstance(w, dict)]  # a malformed document's entries: left out
     starts = [_parse_time(w.get("start")) for w in windows]
     ends = [_parse_time(w.get("end")) for w in windows]
     if all(s is not None and e is not None for s, e in zip(starts, ends)) and windows:
@@ -222,7 +225,7 @@ def time_series(windows: Sequence[dict], metric: str, policies: Sequence[str], *
         colour = PALETTE[j % len(PALETTE)]
         px, values, lows, highs = [], [], [], []
         for x, window in zip(xs, windows):
-            point = (window.get("metrics") or {}).get(metric, {}).get(policy) or {}
+            point = _as_dict(_as_dict(_as_dict(window.get("metrics")).get(metric)).get(policy))
             value = as_number(point.get("value"))
             if value is None:
                 continue
@@ -346,6 +349,10 @@ def _step_marker(values: Sequence[Any]) -> str | None:
 
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 @_with_style
