@@ -201,13 +201,29 @@ def mis(x: SessionInputs, clip: float = math.inf) -> Terms:
     return Terms(weighted=x.index.per_session(x.discount * _clipped(x.state_ratio * x.weight, clip) * x.reward))
 
 
+def drl(x: SessionInputs, clip: float = math.inf) -> Terms:
+    """Double reinforcement learning (Kallus & Uehara 2020, "Double reinforcement learning for
+    efficient off-policy evaluation in Markov decision processes", JMLR, the DRL estimator with
+    marginal ratios): mean_i [V_hat(s_i0) + sum_t gamma^t u_t(s_t) w_t (r_t + gamma V_hat(s_t+1) - Q_t)],
+    with V_hat = 0 after the session ends. The fitted-Q value corrected by the Bellman residuals,
+    weighted by the state density ratio times one decision's ratio instead of the product of all
+    earlier ones: consistent if either the Q function or the ratios are, and its variance does not grow
+    exponentially with the session length. `clip` caps u_t w_t."""
+    _need(x, "drl", "q_logged", "v", "state_ratio")
+    nxt = x.index.next_position
+    next_value = np.where(nxt >= 0, x.v[np.maximum(nxt, 0)], 0.0)
+    residual = x.reward + x.gamma * next_value - x.q_logged
+    weight = _clipped(x.state_ratio * x.weight, clip)
+    return Terms(weighted=x.index.per_session(x.discount * weight * residual), direct=x.v[x.index.start[:-1]])
+
+
 SESSION_REGISTRY = Registry(
     functions={"tis": (tis, {"clip": ("clip", float)}), "wtis": (wtis, {}),
                "pdis": (pdis, {"clip": ("clip", float)}), "wpdis": (wpdis, {}),
                "dr": (dr, {"clip": ("clip", float)}), "wdr": (wdr, {}), "fqe": (fqe, {}),
-               "mis": (mis, {"clip": ("clip", float)})},
-    needs_model=frozenset({"dr", "wdr", "fqe"}),
+               "mis": (mis, {"clip": ("clip", float)}), "drl": (drl, {"clip": ("clip", float)})},
+    needs_model=frozenset({"dr", "wdr", "fqe", "drl"}),
     self_normalised=frozenset({"wtis", "wpdis", "wdr"}),
-    needs_state_ratios=frozenset({"mis"}))
+    needs_state_ratios=frozenset({"mis", "drl"}))
 
 SESSION_ESTIMATOR_NAMES = tuple(SESSION_REGISTRY.functions)

@@ -23,8 +23,8 @@ from livegate.datasets.sessions import build_session_index
 from livegate.ope import session_estimators as se
 from livegate.ope.inference import InfluenceCovariance
 
-ALL = ("tis", "wtis", "pdis", "wpdis", "dr", "wdr", "mis", "fqe")
-IMPORTANCE = ("tis", "wtis", "pdis", "wpdis", "mis", "dr", "wdr")   # every estimator that weights rewards
+ALL = ("tis", "wtis", "pdis", "wpdis", "dr", "wdr", "mis", "fqe", "drl")
+IMPORTANCE = ("tis", "wtis", "pdis", "wpdis", "mis", "dr", "wdr", "drl")   # every estimator that weights rewards
 CANDIDATES = ("longterm", "myopic")
 
 
@@ -97,7 +97,10 @@ def reference(s: mdp.Sample, pi: np.ndarray, gamma: float, q_logged, v, u, rewar
             out["wdr"] += disc[t] * (rho_at(i, t) * (r_[row] - q_logged[row]) / norm[t]
                                      + rho_at(i, t - 1) * v[row] / norm[t - 1])
             out["mis"] += disc[t] * u[row] * w[row] * r_[row] / n
+            next_v = v[x[t + 1]] if t + 1 < len(x) else 0.0
+            out["drl"] += disc[t] * u[row] * w[row] * (r_[row] + gamma * next_v - q_logged[row]) / n
         out["fqe"] += v[x[0]] / n
+        out["drl"] += v[x[0]] / n
     out["wtis"] /= wtis_den
     return out
 
@@ -318,12 +321,28 @@ def within_4_se(values: np.ndarray, truth: float) -> tuple[bool, str]:
 @pytest.mark.statistical
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 @pytest.mark.parametrize("policy", CANDIDATES)
-@pytest.mark.parametrize("name", ["tis", "pdis", "dr", "mis", "fqe"])
+@pytest.mark.parametrize("name", ["tis", "pdis", "dr", "mis", "fqe", "drl"])
 def test_unbiased_over_seeds(name, policy, gamma):
     """tis, pdis; dr with the exact Q_t; mis with the exact d^pi_t / d^mu_t; fqe with the exact V_0:
     the mean over 200 logs of 1000 sessions is within 4 standard errors of the exact value."""
     values, _ = replicate(name, policy, gamma, n=1000, reps=200)
     ok, msg = within_4_se(values, mdp.exact_value(mdp.POLICIES[policy], gamma))
+    assert ok, msg
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("policy", CANDIDATES)
+@pytest.mark.parametrize("wrong", ["state ratios", "Q function"])
+def test_drl_is_doubly_robust(policy, wrong):
+    """drl stays unbiased when one of its two models is wrong: the exact Q with every state ratio set
+    to 1, or the exact ratios with Q = V = 0 (then it is mis)."""
+    pi, values = mdp.POLICIES[policy], []
+    for r in range(200):
+        s = mdp.sample(1000, seed=3000 + r)
+        n = s.n_rows
+        bad = {"state_ratio": np.ones(n)} if wrong == "state ratios" else {"q_logged": np.zeros(n), "v": np.zeros(n)}
+        values.append(se.drl(inputs(s, pi, 1.0, **bad)).value())
+    ok, msg = within_4_se(np.array(values), mdp.exact_value(pi, 1.0))
     assert ok, msg
 
 
