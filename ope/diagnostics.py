@@ -28,7 +28,8 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     if constant:
         total, total_sq = n * top, n * top * top
     else:
-        total, total_sq = float(np.sum(weight)), float(np.dot(weight, weight))
+        # einsum, not np.dot: a threaded BLAS dot's last digits depend on the thread count
+        total, total_sq = float(np.sum(weight)), float(np.einsum("i,i->", weight, weight))
     mean = total / n
     # from the two sums, not np.std: no full-size temporaries (weights are O(1), so no cancellation to fear)
     se = math.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1) / n) if n > 1 else math.nan

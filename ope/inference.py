@@ -17,6 +17,15 @@ from livegate.datasets.errors import InputError, Problem
 
 from .estimators import Terms
 
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread. A multi-threaded BLAS splits a dot product or a
+    matrix product into per-thread partial sums whose order depends on the thread count, so the last
+    digits of a variance would differ between machines (OMP_NUM_THREADS=1 changed `ess` and
+    `mean_weight_se`); the products here are small (k x n by n x k) and lose little speed."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
 CI_METHODS = ("normal", "bootstrap", "bernstein")
 #: Share of bootstrap resamples in which the estimator must be defined for a percentile interval.
 MIN_DEFINED_SHARE = 0.99
@@ -129,12 +138,13 @@ def _column_moments(columns: Sequence[np.ndarray], n: int, block: int = 1 << 16)
     shift = np.array([float(np.mean(c[:block])) for c in columns])
     buffer = np.empty((k, min(block, n)))
     gram, sums = np.zeros((k, k)), np.zeros(k)
-    for start in range(0, n, block):
-        rows = buffer[:, :min(block, n - start)]
-        for j, c in enumerate(columns):
-            np.subtract(c[start:start + block], shift[j], out=rows[j])
-        gram += rows @ rows.T
-        sums += rows.sum(axis=1)
+    with single_threaded_blas():
+        for start in range(0, n, block):
+            rows = buffer[:, :min(block, n - start)]
+            for j, c in enumerate(columns):
+                np.subtract(c[start:start + block], shift[j], out=rows[j])
+            gram += rows @ rows.T
+            sums += rows.sum(axis=1)
     centred = sums / n
     return shift + centred, (gram - n * np.outer(centred, centred)) / (n - 1)
 
@@ -269,7 +279,8 @@ def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, chunk: 
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         counts = poisson_counts(rng, (size, n), out=buffer)
-        sums = counts @ matrix  # (size, k): every resample's sum of every term
+        with single_threaded_blas():
+            sums = counts @ matrix  # (size, k): every resample's sum of every term
         count = sums[:, -1]
         for j, (w, d, z) in enumerate(layout):
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -183,7 +183,7 @@ def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: fl
 
 
 def _kish(weights: np.ndarray) -> float:
-    total, total_sq = float(np.sum(weights)), float(np.dot(weights, weights))
+    total, total_sq = float(np.sum(weights)), float(np.einsum("i,i->", weights, weights))
     return total * total / total_sq if total_sq > 0 else 0.0
 
 
