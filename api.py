@@ -413,23 +413,23 @@ def _guard(protected) -> frozenset[Path]:
 def write_outputs(documents: Sequence[dict], *, out=None, report=None, markdown=None, junit=None,
                   protected: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Write the first document as JSON and all of them as an HTML report, a Markdown summary and JUnit
-    XML (each atomically, never over an input). Returns the paths written. Every path is checked
-    before the first is written (`check_outputs`)."""
-    from livegate.datasets.io import dumps_json, write_atomic
+    XML, never over an input, as one set: every path is checked first (`check_outputs`, which also
+    rejects two options naming the same file), every output is rendered in memory, then all are written
+    to temporary files and renamed into place only once all are complete (`write_all_atomic`): on a
+    failure no new output appears and the old ones are untouched. Returns the paths written."""
+    from livegate.datasets.io import dumps_json, write_all_atomic
 
     check_outputs(protected=protected, out=out, report=report, markdown=markdown, junit=junit)
-    guard = _guard(protected)
-    written = []
+    items = []
     if out:
-        written.append(write_atomic(out, dumps_json(documents[0]), guard, option="--out"))
+        items.append((out, dumps_json(documents[0]), "--out"))
     renderers = (("render_html", report, documents, "--report"), ("render_markdown", markdown, documents, "--markdown"),
                  ("render_junit", junit, documents[0], "--junit"))
     for renderer, path, what, option in renderers:
         if path:
             from livegate import reports
-            write_atomic(path, getattr(reports, renderer)(what), guard, option=option)
-            written.append(Path(path))
-    return written
+            items.append((path, getattr(reports, renderer)(what), option))
+    return write_all_atomic(items, _guard(protected)) if items else []
 
 
 def check_outputs(*, protected: Sequence[str | os.PathLike] = (), **paths) -> None:

@@ -23,10 +23,21 @@ def _check_not_input(path: Path, protected: frozenset[Path]) -> None:
 
 
 def check_outputs(paths: dict[str, str | os.PathLike | None], protected: frozenset[Path] = frozenset()) -> None:
-    """Every output path ({option: path}; None: not written) one livegate can write, and none an input:
-    one InputError naming each bad option, before any output is written (or any work is done)."""
+    """Every output path ({option: path}; None: not written) one livegate can write, none an input and
+    no two the same file: one InputError naming each bad option, before any output is written (or any
+    work is done)."""
     from .validation import check_output_path
     problems = [p for option, path in paths.items() if path is not None for p in check_output_path(path, option)]
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        target = Path(path).resolve()
+        if target in seen:
+            problems.append(Problem(f"{option} {path}", f"is also the path of {seen[target]}: one output would "
+                                    "replace the other", fix=f"give {option} and {seen[target]} different paths"))
+        else:
+            seen[target] = option
     if problems:
         raise InputError(problems)
     for path in paths.values():
@@ -34,34 +45,87 @@ def check_outputs(paths: dict[str, str | os.PathLike | None], protected: frozens
             _check_not_input(Path(path), protected)
 
 
+LOCK_NAME = ".livegate.lock"
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str,
                  protected: frozenset[Path] = frozenset(), option: str = "output") -> Path:
     """Write to a temporary file in the target directory, then rename: readers never see half a file.
     `option` names the path in the InputError for one livegate cannot write (e.g. a directory)."""
-    check_outputs({option: path}, protected)
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
+    return write_all_atomic([(path, data, option)], protected)[0]
+
+
+def write_all_atomic(items, protected: frozenset[Path] = frozenset()) -> list[Path]:
+    """Write a set of outputs, `items` as (path, data, option), so that they appear together or not at
+    all: every path is checked first (`check_outputs`), then each output is written to a temporary
+    file of its own (mkstemp) in its target directory, and only once all of them are complete are
+    they renamed into place (os.replace), one after the other. On any failure before the renames the
+    temporaries are removed and the old outputs are left as they were. Returns the paths written.
+
+    Concurrent runs: every file is whole and from one run (its temporary name is unique, the rename
+    atomic). A set of two or more files is renamed while holding an advisory lock (fcntl.flock on
+    `.livegate.lock` in the first output's directory; where fcntl is unavailable, none), so that two
+    livegate runs writing the same set of paths leave the whole set of one of them, never a mix.
+    Another program writing the same paths (or a run locking in another directory) can still mix."""
+    items = [(Path(path), data.encode("utf-8") if isinstance(data, str) else data, option)
+             for path, data, option in items]
+    check_outputs({option: path for path, _, option in items}, protected)
+    # mkstemp creates 0600; an output (a report, a CI artifact) gets the mode open() would give it
+    umask = os.umask(0)
+    os.umask(umask)
+    temporaries: list[tuple[str, Path]] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # the temporary name stays within the file system's name limit however long the target's name is
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # e.g. a read-only directory
-        raise InputError(Problem(f"{option} {path}", f"cannot be written ({exc.strerror or exc})",
-                                 fix=f"give {option} a path in a writable directory")) from None
-    try:
-        # mkstemp creates 0600; an output (a report, a CI artifact) gets the mode open() would give it
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        for path, data, option in items:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # the temporary name stays within the file system's name limit however long the target's name is
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:  # e.g. a read-only directory
+                raise InputError(Problem(f"{option} {path}", f"cannot be written ({exc.strerror or exc})",
+                                         fix=f"give {option} a path in a writable directory")) from None
+            temporaries.append((tmp, path))
+            os.fchmod(fd, 0o666 & ~umask)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        with _lock(items[0][0].parent if len(items) > 1 else None):
+            while temporaries:
+                tmp, path = temporaries[0]
+                os.replace(tmp, path)
+                temporaries.pop(0)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in temporaries:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
-    return path
+    return [path for path, _, _ in items]
+
+
+class _lock:
+    """An exclusive advisory lock on `.livegate.lock` in `directory` (None, or no fcntl: no lock)."""
+
+    def __init__(self, directory: Path | None):
+        self._directory = directory
+        self._fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            return self
+        if self._directory is None:
+            return self
+        try:
+            self._fd = os.open(self._directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # no lock rather than no outputs
+            return self
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+        return False
 
 
 def _jsonable(value: Any) -> Any:

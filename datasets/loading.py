@@ -91,13 +91,50 @@ def open_dataset(source, name: str | None = None):
             return _checked_names(ParquetFileSource(source), source)
         import pyarrow.dataset as ds
         _check_partition_keys(path, files)
-        return _checked_names(ds.dataset(source, format="parquet", partitioning="hive"), source)
+        return _checked_names(_unified_dataset(ds, source), source)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
         if path.is_dir() and "duplicate field names" in str(exc):  # name the file and the column
             for file in sorted(files):
                 _checked_names(ParquetFileSource(str(file)), str(file))
         raise InputError(Problem(source, f"is not a readable Parquet file ({_short(exc)})",
                                  fix="write the file with pyarrow or pandas .to_parquet(), and check it is complete")) from None
+
+
+def _unified_dataset(ds, source: str):
+    """A directory's dataset with the union of its files' columns (pyarrow.unify_schemas over each
+    file's schema, the partition keys included): a column only some files have is read, as null where
+    a file lacks it, instead of being dropped because the first file lacks it. `read_table` reports a
+    required column some files lack, naming them."""
+    dataset = ds.dataset(source, format="parquet", partitioning="hive")
+    schemas = [dataset.schema, *(fragment.physical_schema for fragment in dataset.get_fragments())]
+    unified = pa.unify_schemas(schemas)
+    if unified.equals(dataset.schema):
+        return dataset
+    return ds.dataset(source, format="parquet", partitioning="hive", schema=unified)
+
+
+def missing_in_files(source: str | Path, dataset, columns: Sequence[str]) -> list[Problem]:
+    """For a directory dataset: one problem per required column of the (unified) schema that some of
+    its files lack, naming those files (a file within a `key=value` folder has the column `key`)."""
+    if not hasattr(dataset, "get_fragments"):
+        return []
+    import pyarrow.dataset as ds
+    wanted = [c for c in dict.fromkeys(columns) if c in dataset.schema.names]
+    lacking: dict[str, list[str]] = {c: [] for c in wanted}
+    n_files = 0
+    for fragment in dataset.get_fragments():
+        n_files += 1
+        names = set(fragment.physical_schema.names) | set(ds.get_partition_keys(fragment.partition_expression))
+        for c in wanted:
+            if c not in names:
+                lacking[c].append(fragment.path)
+    problems = []
+    for c, files in lacking.items():
+        if files:
+            shown = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
+            problems.append(Problem(str(source), f"is missing from {len(files)} of its {n_files} files: {shown}",
+                                    column=c, fix="add the column to every file, or remove the files that lack it"))
+    return problems
 
 
 def _checked_names(dataset, source: str):
@@ -179,7 +216,7 @@ def read_table(path, columns: Sequence[str], optional: Sequence[str] = (),
     label = source_name(path)
     dataset = dataset if dataset is not None else open_dataset(path)
     available = set(dataset.schema.names)
-    missing = missing_columns(label, dataset, columns)
+    missing = missing_columns(label, dataset, columns) + missing_in_files(label, dataset, columns)
     if missing and problems is None:
         raise InputError(missing)
     if problems is not None:
@@ -196,7 +233,7 @@ def iter_batches(path, columns: Sequence[str], batch_size: int = 1 << 20) -> Ite
     """Stream the columns in record batches (row groups), for one-pass aggregation of per-row terms."""
     label = source_name(path)
     dataset = open_dataset(path)
-    missing = missing_columns(label, dataset, columns)
+    missing = missing_columns(label, dataset, columns) + missing_in_files(label, dataset, columns)
     if missing:
         raise InputError(missing)
     try:
