@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from livegate.datasets.errors import InputError, Problem
-from livegate.datasets.gate_config import MAX_SEED
+from livegate.datasets.gate_config import LEVELS, MAX_SEED
 from livegate.datasets import LoggedData, PolicyTable, RewardPredictions, logging_policy
 from livegate.datasets.rewards import RewardSpec
 from livegate.datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
@@ -24,7 +24,6 @@ from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
 
 SCHEMA = "livegate.evaluation/1"
-LEVELS = ("decision", "session")
 #: Default estimators per level: the cheap unbiased one, its self-normalised form and a doubly robust one
 DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("pdis", "wpdis", "wdr")}
 

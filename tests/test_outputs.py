@@ -6,6 +6,7 @@ import os
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -136,13 +137,19 @@ def test_a_column_only_in_a_later_file_is_not_dropped(tmp_path):
         read_table(tmp_path, ["action", "extra"])
 
 
-def test_a_file_lacking_the_reward_column_is_named(sim_files, tmp_path):
+def _split_logs(sim_files, tmp_path, second_half) -> Path:
+    """The simulated logs as a directory of two files, a.parquet and b.parquet = second_half(rest)."""
     logs = pq.read_table(sim_files.logs)
     folder = tmp_path / "logs"
     folder.mkdir()
     half = logs.num_rows // 2
     pq.write_table(logs.slice(0, half), folder / "a.parquet")
-    pq.write_table(logs.slice(half).drop_columns(["watch_seconds"]), folder / "b.parquet")
+    pq.write_table(second_half(logs.slice(half)), folder / "b.parquet")
+    return folder
+
+
+def test_a_file_lacking_the_reward_column_is_named(sim_files, tmp_path):
+    folder = _split_logs(sim_files, tmp_path, lambda rest: rest.drop_columns(["watch_seconds"]))
     result = run_cli("validate", "--logs", folder, "--reward", "watch_seconds")
     assert result.code == 2 and "Traceback" not in result.err, result.err
     assert "column 'watch_seconds'" in result.err and str(folder / "b.parquet") in result.err, result.err
@@ -150,11 +157,6 @@ def test_a_file_lacking_the_reward_column_is_named(sim_files, tmp_path):
 
 
 def test_files_with_the_same_columns_in_another_order_still_read(sim_files, tmp_path):
-    logs = pq.read_table(sim_files.logs)
-    folder = tmp_path / "logs"
-    folder.mkdir()
-    half = logs.num_rows // 2
-    pq.write_table(logs.slice(0, half), folder / "a.parquet")
-    pq.write_table(logs.slice(half).select(list(reversed(logs.column_names))), folder / "b.parquet")
+    folder = _split_logs(sim_files, tmp_path, lambda rest: rest.select(list(reversed(rest.column_names))))
     result = run_cli("validate", "--logs", folder)
     assert result.code == 0 and "2,000 rows" in result.out, result.err
