@@ -6,6 +6,8 @@ Open Bandit Dataset (Saito, Aihara, Matsutani & Narita 2021; ZOZOTOWN fashion re
 that position (`propensity_score`; the dataset's README calls it `action_prob`), hashed
 `user_feature_*` columns and `user-item_affinity_*` scores; `item_context.csv` has `item_id` and
 `item_feature_*`. Each impression becomes one logged row; its position is a feed slot (0-based).
+Hashed user features become string context columns (`x_user_feature_*`) and hashed item features
+string stream features (`a_item_feature_*`): categories, as the reward model treats them.
 """
 from __future__ import annotations
 
@@ -63,12 +65,13 @@ def open_bandit_to_logs(csv_path: str | Path, item_context: str | Path | None = 
         if "item_id" not in items.columns:
             raise InputError(Problem(str(item_context), "is missing", column="item_id"))
         features = [c for c in items.columns if c.startswith("item_feature")]
-        # hashed categories become integer codes: stream features must be numeric (a_* columns)
+        # hashed categories stay strings: a_* string columns are categorical stream features, which the
+        # reward model splits by category, not by the order of arbitrary integer codes
         table = pd.DataFrame({"action": items["item_id"].astype(np.int64)})
         for column in features:
             values = items[column]
             table["a_" + column] = values.astype(np.float64) if pd.api.types.is_numeric_dtype(values) \
-                else pd.factorize(values, sort=True)[0].astype(np.int64)
+                else values.astype("string")
         logs = logs.merge(table, on="action", how="left", validate="many_to_one")
     return logs
 

@@ -89,7 +89,8 @@ def load_logs(source, rewards: Sequence[RewardSpec], *, schema: LogSchema = LogS
         outcomes={c: to_float(table.column(c)) for c in columns.outcomes},
         decision_code=decision_code, decision_ids=decision_ids, position=position, timestamp=timestamp,
         context_table=table.select(columns.context) if columns.context else None,
-        extra={c: to_float(table.column(c)) for c in [*columns.extra, *columns.optional_extra]},
+        extra={c: _category_codes(table.column(c)) if c in columns.action_features else to_float(table.column(c))
+               for c in [*columns.extra, *columns.optional_extra]},
         action_features=_action_features(table, columns.action_features, action_code, len(actions)),
         propensity_source="logged" if propensity is not None else "missing", schema=schema, sessions=sessions,
         warnings=_warnings(dataset.schema, table, schema, columns, need_context, context, need_sessions))
@@ -175,16 +176,34 @@ def _file_of_rows(dataset, n_rows: int) -> tuple[np.ndarray | None, list[str]]:
     return names.indices.to_numpy(zero_copy_only=False).astype(np.int64), names.dictionary.to_pylist()
 
 
+def _category_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """A stream feature read as a value column (the mips estimator's `a_category`): numbers as they are,
+    strings as codes in order of appearance (NaN for nulls): the category weights only ask which rows
+    share a category."""
+    if not v.is_category_type(column.type):
+        return to_float(column)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    codes = column.combine_chunks().dictionary_encode().indices
+    return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 def _action_features(table: pa.Table, names: list[str], action_code: np.ndarray, n_actions: int):
     """Stream features (a_* columns): the value at each action's first logged row (they describe the
-    stream, not the row). None without any numeric one."""
-    names = [c for c in names if v._is_numeric(table.column(c).type)]
-    if not names:
+    stream, not the row). Numeric and bool columns as numbers, string (and dictionary-encoded)
+    columns as categories (the reward model's native categorical features); columns of other types
+    are ignored. None without any usable one."""
+    numeric = [c for c in names if v._is_numeric(table.column(c).type)]
+    categorical = [c for c in names if c not in numeric and v.is_category_type(table.column(c).type)]
+    if not numeric and not categorical:
         return None
     import pandas as pd
     first_row = np.empty(n_actions, dtype=np.int64)
     first_row[action_code[::-1]] = np.arange(len(action_code) - 1, -1, -1)  # the last write is the first row
-    return pd.DataFrame({c: to_float(table.column(c))[first_row] for c in names})
+    take = pa.array(first_row)
+    return pd.DataFrame({c: to_float(table.column(c))[first_row] if c in numeric
+                         else table.column(c).take(take).to_pandas()
+                         for c in names if c in numeric or c in categorical})
 
 
 def _warnings(file_schema: pa.Schema, table: pa.Table, schema: LogSchema, columns: _Columns, need_context: bool,

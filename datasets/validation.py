@@ -21,6 +21,13 @@ def _is_numeric(type_: pa.DataType) -> bool:
         or pa.types.is_decimal(type_)
 
 
+def is_category_type(type_: pa.DataType) -> bool:
+    """Strings, also dictionary-encoded (a pandas category column): a categorical feature."""
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
 def _is_key_type(type_: pa.DataType) -> bool:
     """Integers or strings, also dictionary-encoded (a pandas category column)."""
     if pa.types.is_dictionary(type_):

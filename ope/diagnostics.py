@@ -133,8 +133,19 @@ def warnings_for(diag: dict, *, estimated_propensities: bool = False, compact: b
 
 
 def reward_model_warning(quality: dict | None) -> list[str]:
+    """The reward model's warning, if any: no better than a constant on held-out folds
+    (`worse_than_constant`, see reward_model._quality), else a held-out R^2 below 0.01."""
     if not quality:
         return []
+    if quality.get("worse_than_constant"):
+        loss = "log-loss" if quality.get("loss") == "log_loss" else "mean squared error"
+        model, constant = quality.get("loss_model"), quality.get("loss_constant")
+        numbers = f" ({loss} {model:.4g}, a constant's {constant:.4g})" \
+            if isinstance(model, float) and isinstance(constant, float) else ""
+        return [f"The reward model does no better than a constant on held-out rows{numbers}: DM's values are not "
+                "to be trusted, and DR, SNDR, Switch-DR and DR-OS gain nothing from it over importance weighting. "
+                "Prefer IPS/SNIPS, or give the model informative context (--context) or your own predictions "
+                "(--q-hat)."]
     r2 = quality.get("r2")
     if r2 is not None and math.isfinite(r2) and r2 < 0.01:
         return [f"The reward model explains almost nothing held out (R^2 = {r2:.3f}): DM is unreliable and DR "
