@@ -35,6 +35,9 @@ class RowInputs:
     reward_range: tuple[float, float] | None = None   # known a priori: gives the terms' range (bernstein)
     max_weight: float | None = None                    # a bound on w known a priori
     unit_weight: bool = False                          # w is 1 on every row (the logging policy itself)
+    #: the constant reward model's prediction per row: the metric's mean reward at the row's position
+    #: (`model=constant` of the DM/DR family: what a fitted model worse than a constant falls back to)
+    q_constant: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -49,6 +52,14 @@ class RowInputs:
     def weighted_residual(self) -> np.ndarray:
         """w (r - q), shared by dr and sndr."""
         residual = self.reward - self.q_logged
+        if not self.unit_weight:
+            residual *= self.weight
+        return residual
+
+    @functools.cached_property
+    def weighted_constant_residual(self) -> np.ndarray:
+        """w (r - c) for the constant model c, shared by dr and sndr with model=constant."""
+        residual = self.reward - self.q_constant
         if not self.unit_weight:
             residual *= self.weight
         return residual
@@ -127,10 +138,23 @@ class Terms:
 
 # --- the estimators --------------------------------------------------------------------------
 
-def _need_model(x: RowInputs, name: str) -> tuple[np.ndarray, np.ndarray]:
+MODELS = ("fitted", "constant")
+
+
+def _need_model(x: RowInputs, name: str, model: str = "fitted") -> tuple[np.ndarray, np.ndarray]:
+    """(q at the logged action, q averaged over the candidate's actions) of the fitted reward model, or
+    of the constant one (model=constant: the mean reward at the row's position, whatever the action)."""
+    if model == "constant":
+        if x.q_constant is None:
+            raise InputError(Problem("--estimators", f"'{name}' with model=constant needs the constant model"))
+        return x.q_constant, x.q_constant
     if x.q_logged is None or x.q_pi is None:
         raise InputError(Problem("--estimators", f"'{name}' needs a reward model: give --q-hat or context columns"))
     return x.q_logged, x.q_pi
+
+
+def _residual(x: RowInputs, model: str) -> np.ndarray:
+    return x.weighted_constant_residual if model == "constant" else x.weighted_residual
 
 
 def _weighted_reward_bounds(x: RowInputs, weight_cap: float = math.inf) -> tuple[float, float] | None:
@@ -164,38 +188,39 @@ def snips(x: RowInputs) -> Terms:
     return Terms(weighted=x.weighted_reward, norm=x.weight)
 
 
-def dm(x: RowInputs) -> Terms:
-    """Direct method, mean(q_pi) (Beygelzimer & Langford 2009; Dudik et al. 2011, eq. 1)."""
-    _, q_pi = _need_model(x, "dm")
+def dm(x: RowInputs, model: str = "fitted") -> Terms:
+    """Direct method, mean(q_pi) (Beygelzimer & Langford 2009; Dudik et al. 2011, eq. 1). With
+    model=constant (as for every DM/DR estimator here) q is the mean reward at the row's position."""
+    _, q_pi = _need_model(x, "dm", model)
     return Terms(weighted=np.zeros(x.n), direct=q_pi, bounds=_dr_bounds(x, 0.0))
 
 
-def dr(x: RowInputs) -> Terms:
+def dr(x: RowInputs, model: str = "fitted") -> Terms:
     """Doubly robust, mean(q_pi + w (r - q)) (Dudik, Langford & Li 2011, eq. 3). Unbiased if either
     the propensities or the reward model are correct."""
-    _, q_pi = _need_model(x, "dr")
-    return Terms(weighted=x.weighted_residual, direct=q_pi, bounds=_dr_bounds(x))
+    _, q_pi = _need_model(x, "dr", model)
+    return Terms(weighted=_residual(x, model), direct=q_pi, bounds=_dr_bounds(x))
 
 
-def sndr(x: RowInputs) -> Terms:
+def sndr(x: RowInputs, model: str = "fitted") -> Terms:
     """Self-normalised DR, mean(q_pi) + sum(w (r - q)) / sum(w) (DESIGN section 3; Kallus & Uehara 2019)."""
-    _, q_pi = _need_model(x, "sndr")
-    return Terms(weighted=x.weighted_residual, direct=q_pi, norm=x.weight)
+    _, q_pi = _need_model(x, "sndr", model)
+    return Terms(weighted=_residual(x, model), direct=q_pi, norm=x.weight)
 
 
-def switch_dr(x: RowInputs, tau: float = 10.0) -> Terms:
+def switch_dr(x: RowInputs, tau: float = 10.0, model: str = "fitted") -> Terms:
     """SWITCH-DR (Wang, Agarwal & Dudik 2017, eq. 6 with DR in place of IPS): rows whose weight exceeds
     tau fall back to the model. Summing the model term over all actions, this is
     mean(q_pi + w (r - q) 1[w <= tau])."""
-    q, q_pi = _need_model(x, "switch-dr")
+    q, q_pi = _need_model(x, "switch-dr", model)
     return Terms(weighted=np.where(x.weight <= tau, x.weight * (x.reward - q), 0.0), direct=q_pi,
                  bounds=_dr_bounds(x, tau))
 
 
-def dr_os(x: RowInputs, lambda_: float = 100.0) -> Terms:
+def dr_os(x: RowInputs, lambda_: float = 100.0, model: str = "fitted") -> Terms:
     """DR with optimistic shrinkage (Su, Dimakopoulou, Krishnamurthy & Dudik 2020, eq. 10):
     w is replaced by lambda w / (w^2 + lambda); lambda -> inf recovers DR, lambda -> 0 recovers DM."""
-    q, q_pi = _need_model(x, "dr-os")
+    q, q_pi = _need_model(x, "dr-os", model)
     w = x.weight
     if math.isinf(lambda_):
         shrunk = w
@@ -265,8 +290,9 @@ class EstimatorSpec:
 
     @property
     def needs_model(self) -> bool:
-        """Needs a fitted reward model (decision level) or Q function (session level)."""
-        return self.name in registry(self.level).needs_model
+        """Needs a fitted reward model (decision level) or Q function (session level); model=constant
+        needs none."""
+        return self.name in registry(self.level).needs_model and self.params.get("model") != "constant"
 
     @property
     def needs_state_ratios(self) -> bool:
@@ -306,6 +332,8 @@ class _Estimator(EstimatorSpec):
 
 
 def _format_param(value) -> str:
+    if isinstance(value, str):
+        return value
     return str(value).lower() if isinstance(value, bool) else f"{value:g}"
 
 
@@ -326,43 +354,43 @@ class SNIPS(_Estimator):
 
 
 class DM(_Estimator):
-    """Direct method (reward model only); see `dm`."""
+    """Direct method (reward model only); see `dm`. model: "fitted" (default) or "constant"."""
     _name = "dm"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, model: str | None = None):
+        super().__init__(model=model)
 
 
 class DR(_Estimator):
     """Doubly robust; see `dr`."""
     _name = "dr"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, model: str | None = None):
+        super().__init__(model=model)
 
 
 class SNDR(_Estimator):
     """Self-normalised doubly robust; see `sndr`."""
     _name = "sndr"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, model: str | None = None):
+        super().__init__(model=model)
 
 
 class SwitchDR(_Estimator):
     """SWITCH-DR with threshold `tau` on the weight; see `switch_dr`."""
     _name = "switch-dr"
 
-    def __init__(self, tau: float | None = None):
-        super().__init__(tau=tau)
+    def __init__(self, tau: float | None = None, model: str | None = None):
+        super().__init__(tau=tau, model=model)
 
 
 class DRos(_Estimator):
     """DR with optimistic shrinkage `lambda_`; see `dr_os`."""
     _name = "dr-os"
 
-    def __init__(self, lambda_: float | None = None):
-        super().__init__(lambda_=lambda_)
+    def __init__(self, lambda_: float | None = None, model: str | None = None):
+        super().__init__(lambda_=lambda_, model=model)
 
 
 class PMIPS(_Estimator):
@@ -394,14 +422,22 @@ def as_estimator(estimator: "str | EstimatorSpec", level: str = "decision") -> E
                              fix=f"use e.g. 'snips' or livegate.IPS(clip=20); identifiers: {', '.join(ESTIMATOR_NAMES)}"))
 
 
+def _model_kind(text: str) -> str:
+    if text not in MODELS:
+        raise ValueError(text)
+    return text
+
+
+_MODEL = {"model": ("model", _model_kind)}
+
 _REGISTRY: dict[str, tuple[Callable[..., Terms], dict[str, tuple[str, Callable]]]] = {
     "ips": (ips, {"clip": ("clip", float)}),
     "snips": (snips, {}),
-    "dm": (dm, {}),
-    "dr": (dr, {}),
-    "sndr": (sndr, {}),
-    "switch-dr": (switch_dr, {"tau": ("tau", float)}),
-    "dr-os": (dr_os, {"lambda": ("lambda_", float)}),
+    "dm": (dm, {**_MODEL}),
+    "dr": (dr, {**_MODEL}),
+    "sndr": (sndr, {**_MODEL}),
+    "switch-dr": (switch_dr, {"tau": ("tau", float), **_MODEL}),
+    "dr-os": (dr_os, {"lambda": ("lambda_", float), **_MODEL}),
     "pm-ips": (pm_ips, {"lambda": ("lambda_", float)}),
     "mips": (mips, {"self_normalised": ("self_normalised", lambda s: s.lower() in {"1", "true", "yes"})}),
 }
@@ -440,6 +476,9 @@ def parse_estimator(identifier: str, level: str = "decision") -> EstimatorSpec:
         try:
             value = convert(raw.strip())
         except ValueError:
+            if convert is _model_kind:
+                raise InputError(Problem("--estimators", f"'{identifier}': model '{raw}' is unknown",
+                                         fix=f"use model={' or model='.join(MODELS)}")) from None
             raise InputError(Problem("--estimators", f"'{identifier}': '{raw}' is not a number")) from None
         if isinstance(value, float) and not value > 0:
             raise InputError(Problem("--estimators", f"'{identifier}': {key} must be positive"))
