@@ -10,13 +10,16 @@ a learned policy. Pure computation: DataFrames and config in, result objects out
 Inputs are read and checked by ``livegate.datasets.causal_frame`` (``read_causal_frame`` for paths,
 DataFrames and Tables; ``run_causal_check`` applies the same check to a DataFrame).
 ``CausalConfig(propensity="p")`` takes P(T=1|x) from column ``p`` instead of estimating it.
+``CausalConfig(estimand="att")`` averages the effect over the treated (also "atc", "ato"; default "ate");
+``CausalConfig(trim=0.01)`` or ``trim="crump"`` drops rows without overlap first (causal/estimands.py).
 """
 from .check import CausalConfig, run_causal_check
+from .estimands import ESTIMANDS
 from .graph import (DEFAULT_CONFOUNDERS, DEFAULT_EFFECT_MODIFIERS, DEFAULT_SEGMENTS, default_graph, graph_to_dict,
                     parse_graph)
 from .propensity import estimate_propensities
 from .result import SCHEMA, CausalResult, Refutation, SegmentEffect
 
-__all__ = ["CausalConfig", "CausalResult", "Refutation", "SegmentEffect", "SCHEMA", "run_causal_check",
+__all__ = ["CausalConfig", "CausalResult", "Refutation", "SegmentEffect", "SCHEMA", "run_causal_check", "ESTIMANDS",
            "estimate_propensities", "parse_graph", "default_graph", "graph_to_dict", "DEFAULT_CONFOUNDERS",
            "DEFAULT_EFFECT_MODIFIERS", "DEFAULT_SEGMENTS"]

@@ -1,4 +1,5 @@
-"""Average-effect estimators: naive difference in means, cross-fitted IPW, and EconML through DoWhy.
+"""Average-effect estimators: naive difference in means and EconML learners through DoWhy (the
+weighting and augmented estimators of each estimand are in causal/estimands.py).
 
 Every function returns plain numbers (value, se, ci_low, ci_high); intervals are normal intervals
 ``value -/+ z_{1-alpha/2} * se``.
@@ -39,29 +40,6 @@ def naive_difference(y: np.ndarray, t: np.ndarray, alpha: float = 0.05) -> dict:
     return interval(value, se, alpha)
 
 
-def ipw_estimate(y: np.ndarray, t: np.ndarray, e: np.ndarray, alpha: float = 0.05) -> dict:
-    """Inverse-propensity-weighted average effect with the Hajek (self-normalised) form as value.
-
-    Horvitz & Thompson 1952 (``mean(T Y / e) - mean((1-T) Y / (1-e))``, reported as ``horvitz_thompson``)
-    and Hajek 1971 (each arm's weighted mean normalised by its sum of weights). Per-row influence
-    terms (Lunceford & Davidian 2004, eq. 9 with e treated as known) give the standard error; with
-    cross-fitted estimated propensities this is conservative for the ATE (Hirano, Imbens & Ridder 2003).
-    ``e`` is P(T=1 | x), out-of-fold when estimated.
-    """
-    w1, w0 = t / e, (1 - t) / (1 - e)
-    m1, m0 = np.sum(w1 * y) / np.sum(w1), np.sum(w0 * y) / np.sum(w0)
-    value = m1 - m0
-    terms = w1 * (y - m1) / w1.mean() - w0 * (y - m0) / w0.mean()
-    se = terms.std(ddof=1) / np.sqrt(len(y))
-    ht_terms = w1 * y - w0 * y
-    out = interval(value, se, alpha)
-    out["horvitz_thompson"] = interval(ht_terms.mean(), ht_terms.std(ddof=1) / np.sqrt(len(y)), alpha)
-    weights = np.where(t == 1, w1, w0)
-    out["max_weight"] = float(weights.max())
-    out["ess"] = float(weights.sum() ** 2 / np.sum(weights ** 2))
-    return out
-
-
 def build_econml(name: str, seed: int, n_folds: int, n_rows: int, has_modifiers: bool):
     """An unfitted EconML estimator instance (DoWhy is given the instance, not a class-path string).
 
@@ -100,22 +78,71 @@ def build_econml(name: str, seed: int, n_folds: int, n_rows: int, has_modifiers:
     raise InputError(Problem("config", f"unknown estimator '{name}'", fix="use one of " + ", ".join(ESTIMATORS)))
 
 
-def fit_dowhy_econml(data, estimand, econml_estimator, treatment: str, outcome: str, effect_modifiers: list[str]):
+def target_units(estimand: str, treatment: str):
+    """DoWhy's ``target_units`` for an estimand: the rows whose average CATE DoWhy reports (and its
+    refuters re-estimate). A callable, because DoWhy's EconML wrapper ignores the strings "att" and
+    "atc" (it averages over every row); the ATO has no DoWhy counterpart, so all rows."""
+    if estimand == "att":
+        return lambda frame: frame[treatment] == 1
+    if estimand == "atc":
+        return lambda frame: frame[treatment] == 0
+    return "ate"
+
+
+def fit_dowhy_econml(data, estimand, econml_estimator, treatment: str, outcome: str, effect_modifiers: list[str],
+                     target: str = "ate"):
     """Fit ``econml_estimator`` through DoWhy's EconML wrapper on the identified backdoor estimand.
 
-    Returns DoWhy's ``CausalEstimate`` (which the refuters re-fit) and the fitted EconML object.
+    Returns DoWhy's ``CausalEstimate`` (which the refuters re-fit) and the fitted EconML object. The
+    fit caches its out-of-fold nuisances (``cache_values``), which ``learner_nuisances`` reads;
+    ``target`` (an estimand) chooses the rows DoWhy averages the CATE over (``target_units``).
     """
     from dowhy.causal_estimator import estimate_effect
     from dowhy.causal_estimators.econml import Econml
 
     wrapper = Econml(estimand, econml_estimator=econml_estimator)
     estimate = estimate_effect(data, treatment, outcome, "backdoor", wrapper, control_value=0, treatment_value=1,
-                               effect_modifiers=list(effect_modifiers), method_params={})
+                               target_units=target_units(target, treatment), effect_modifiers=list(effect_modifiers),
+                               method_params={"fit_params": {"cache_values": True}})
     return estimate, wrapper.estimator
 
 
+def learner_nuisances(fitted, y: np.ndarray, t: np.ndarray, X: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold outcome regressions ``(m0, m1)`` of a fitted EconML learner, for the scores of
+    ``causal.estimands.score_estimate``. Read from the nuisances the fit cached, so no model is refitted:
+
+    * DML learners (``LinearDML``, ``CausalForestDML``) cache the residuals ``Y - q(x)`` and
+      ``T - e(x)`` of the partially linear model ``Y = tau(X) T + g(X, W) + noise``, in which
+      ``q = g + e tau``; with the fitted CATE ``tau``, ``m0 = q - e tau`` and ``m1 = q + (1 - e) tau``
+      (Robinson 1988; Chernozhukov et al. 2018, sec. 4). Consistent where the final stage's CATE is,
+      and the augmented score is doubly robust where it is not.
+    * ``DRLearner`` caches the doubly robust pseudo-outcomes ``psi_a = m_a + 1[T=a] (Y - m_a) / P(T=a|x)``
+      and its (clipped) propensities: ``m_a = psi_a`` on rows with ``T != a``, and solving for ``m_a`` on
+      the others, ``m_a = (Y - P(T=a|x) psi_a) / (1 - P(T=a|x))`` (exact algebra, no refit).
+    """
+    cached = getattr(fitted, "_cached_values", None)
+    if cached is None:
+        raise RuntimeError("the EconML learner was fitted without cache_values=True")
+    nuisances = cached.nuisances
+    if len(nuisances) == 3:  # DRLearner: (pseudo-outcomes, clipped propensities, raw propensities)
+        psi = np.asarray(nuisances[0], dtype=float).reshape(len(y), -1)
+        prop = np.asarray(nuisances[1], dtype=float).reshape(len(y), -1)
+        m0 = np.where(t == 1, psi[:, 0], (y - prop[:, 0] * psi[:, 0]) / prop[:, 1])
+        m1 = np.where(t == 0, psi[:, 1], (y - prop[:, 1] * psi[:, 1]) / prop[:, 0])
+        return m0, m1
+    y_res = np.asarray(nuisances[0], dtype=float).ravel()
+    t_res = np.asarray(nuisances[1], dtype=float).reshape(len(y), -1)[:, 0]
+    q, e = y - y_res, t - t_res
+    tau = np.asarray(fitted.effect(X, T0=0, T1=1), dtype=float).ravel()
+    if tau.size == 1:
+        tau = np.full(len(y), tau[0])
+    return q - e * tau, q + (1.0 - e) * tau
+
+
 def ate_with_interval(fitted, X: np.ndarray | None, alpha: float) -> dict:
-    """Average of the fitted CATE over the rows ``X`` (the sample ATE), with EconML's standard error."""
+    """Average of the fitted CATE over the rows ``X`` with EconML's standard error (for the final
+    stage's coefficients, given those rows): the learner's own average, extrapolated wherever the CATE
+    model is; ``causal.estimands.score_estimate`` gives the estimand with an orthogonal score."""
     inference = fitted.ate_inference(X=X, T0=0, T1=1)
     value = float(np.ravel(inference.mean_point)[0])
     se = float(np.ravel(inference.stderr_mean)[0])

@@ -20,10 +20,14 @@ import pandas as pd
 MAX_DEPTH = 3
 
 
-def learn_policy(fitted, X: np.ndarray, t: np.ndarray, decision_ids, *, alpha: float, seed: int):
+def learn_policy(fitted, X: np.ndarray, t: np.ndarray, decision_ids, *, alpha: float, seed: int,
+                 apply_to: tuple[np.ndarray, np.ndarray] | None = None):
     """Return ``(policy_frame, summary)``; the summary holds the share recommended and estimated gains.
 
-    ``alpha`` sets the level of the reported share of decisions whose CATE interval lies above zero."""
+    ``alpha`` sets the level of the reported share of decisions whose CATE interval lies above zero.
+    The tree is learned on the rows ``X`` (with treatments ``t``); ``apply_to = (X_all, ids)`` writes
+    the policy for other decisions (e.g. every decision, when trimming dropped some rows from ``X``),
+    ``decision_ids`` being then unused. The summary's gains are over the rows ``X``."""
     from econml.cate_interpreter import SingleTreePolicyInterpreter
 
     n = len(t)
@@ -33,16 +37,19 @@ def learn_policy(fitted, X: np.ndarray, t: np.ndarray, decision_ids, *, alpha: f
     recommend = np.asarray(interpreter.treat(X)).ravel().astype(np.int64)
     cate = np.asarray(fitted.effect(X, T0=0, T1=1)).ravel()
     lower = np.asarray(fitted.effect_interval(X, T0=0, T1=1, alpha=alpha)[0]).ravel()
-    ids = np.asarray(decision_ids)
+    if apply_to is None:
+        out, ids = recommend, np.asarray(decision_ids)
+    else:
+        out, ids = np.asarray(interpreter.treat(apply_to[0])).ravel().astype(np.int64), np.asarray(apply_to[1])
     frame = pd.DataFrame({
         "decision_id": np.repeat(ids, 2),
-        "action": np.tile(np.array([0, 1], dtype=np.int64), n),
-        "prob": np.column_stack([1.0 - recommend, recommend]).astype(np.float64).ravel(),
+        "action": np.tile(np.array([0, 1], dtype=np.int64), len(ids)),
+        "prob": np.column_stack([1.0 - out, out]).astype(np.float64).ravel(),
     })
     summary = {
         "method": f"EconML SingleTreePolicyInterpreter (depth <= {MAX_DEPTH}, recommend where the fitted CATE "
                   f"is positive)",
-        "n_decisions": int(n),
+        "n_decisions": int(len(ids)),
         "share_recommended": float(recommend.mean()),
         "logged_share_recommended": float(t.mean()),
         "share_effect_surely_positive": float(np.mean(lower > 0)),

@@ -1,22 +1,40 @@
-"""Refutations of the effect estimate, each with a documented pass/fail rule and the numbers behind it.
+"""Refutations of the effect estimate, each with a documented rule, a state and the numbers behind it.
 
 A refuter tests the *estimator's stability* under changes that should (not) move the estimate. No
 refuter can show that there is no unobserved confounding: with the strongest confounders left out,
 placebo, random-common-cause and data-subset refuters all still passed (STACK-NOTES). Only the
 sensitivity analysis speaks to unobserved confounding, and only relative to a benchmark.
 
-Rules (``z`` = z_{1-alpha/2}, ``se`` = standard error of the original estimate, ``k`` simulations):
+States (``Refutation.state``): ``pass``, ``fail``, ``not_applicable`` (the refutation does not apply;
+``passed`` is null) and ``unstable`` (its verdict changes with the seed; ``passed`` is null too, and it
+is never reported as a pass).
 
-* ``placebo_treatment`` (DoWhy, treatment permuted across rows): pass when
-  ``|mean placebo effect| <= z * se / sqrt(k)``. A permuted treatment has no effect; the mean of
-  ``k`` placebo estimates has a standard error of about ``se / sqrt(k)`` (a permuted treatment is
-  balanced, so its estimate is no noisier than the original's), hence a two-sided test at ``alpha``.
-* ``random_common_cause`` (DoWhy, an independent N(0,1) column added to the adjustment set): pass
-  when ``|mean new estimate - estimate| <= z * se``, i.e. the new estimate stays inside the original
-  interval; adjusting for noise should not move the estimate by more than its own uncertainty.
-* ``data_subset`` (DoWhy, re-estimated on random subsets of a fraction ``f``): pass when
-  ``|mean subset estimate - estimate| <= z * se * sqrt((1 - f) / f)``: a subset estimate differs from
-  the full-sample one by sampling noise of standard deviation ``se * sqrt((1 - f) / f)``.
+What the three DoWhy refuters re-estimate: the learner's average CATE over the estimand's rows (DoWhy's
+``target_units``: every row for the ATE and the ATO, the treated for the ATT, the untreated for the
+ATC), refitted on the changed data. They are compared with that same average on the original data
+(``reference``, DoWhy's value) on the scale of its standard error ``se``.
+
+Seeds: each DoWhy refuter runs ``k`` times (``CausalConfig.refuter_simulations``), one simulation per
+seed, the seeds drawn from the check's seed (``refuter_seeds``). One call with ``k`` simulations
+would not do: DoWhy's data-subset refuter given an integer seed draws the *same* subset in every
+simulation (measured with DoWhy 0.14), and the per-seed estimates are what shows instability.
+
+Rules (``z`` = z_{1-alpha/2}, ``d_i`` the change of run ``i``, ``d`` their mean, ``s`` the scale of one
+run's change):
+
+* ``placebo_treatment`` (treatment permuted across rows; ``d_i`` = the placebo effect, ``s = se``):
+  a permuted treatment has no effect, and the mean of ``k`` independent permutations has a standard
+  error of about ``se / sqrt(k)``: pooled rule ``|d| <= z * se / sqrt(k)``.
+* ``random_common_cause`` (an independent N(0,1) column joins the adjustment set; ``d_i`` = new
+  estimate - reference, ``s = se``): adjusting for noise should not move the estimate by more than its
+  own uncertainty: pooled rule ``|d| <= z * se`` (the new estimate stays inside the original interval).
+* ``data_subset`` (re-estimated on a random subset of a fraction ``f`` of the rows; ``s = se *
+  sqrt((1 - f) / f)``, the sampling noise of a subset estimate around the full-sample one): pooled
+  rule ``|d| <= z * s``.
+* Stability (all three): each run's own change is judged too, at ``|d_i| <= z_{1-alpha/(2k)} * s``
+  (Bonferroni over the ``k`` runs, so that a stable estimator has at most an ``alpha`` chance of any
+  run failing). State: ``fail`` when the pooled rule fails; ``unstable`` when it passes but a run
+  fails its own check; ``pass`` otherwise. With ``k = 1`` stability is not assessed.
 * ``sensitivity`` (EconML ``sensitivity_interval`` / ``robustness_value``, Chernozhukov, Cinelli,
   Newey, Sharma & Syrgkanis 2022, "Long story short: omitted variable bias in causal machine
   learning"), benchmarked against the strongest observed confounder: for each confounder ``j`` its
@@ -24,13 +42,14 @@ Rules (``z`` = z_{1-alpha/2}, ``se`` = standard error of the original estimate, 
   from cross-fitted first stages; the sensitivity interval is computed at the strengths of the
   strongest one. Pass when that interval excludes zero on the estimate's side: an unobserved
   confounder as strong as the strongest observed one would not erase the effect. Not applicable
-  (``passed`` null) when the estimate's own interval already contains zero.
+  when the estimate's own interval already contains zero. Deterministic given the fit: no seeds.
 
-DoWhy's own p-value (normal approximation over the ``k`` simulated estimates) is reported as
-``p_value`` for the three DoWhy refuters; with a handful of simulations it is coarse, so the rules
-above use the estimate's standard error instead.
+``p_value`` is DoWhy's normal-approximation p-value over the ``k`` per-seed estimates (null for
+``k = 1``); with a handful of runs it is coarse, so the rules above use the standard error instead.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -52,71 +71,137 @@ CAVEAT = ("Refuters test the estimator's stability, not the absence of confoundi
 
 def _quiet_p_value():
     """DoWhy's p-value divides by the spread of the simulated estimates, which is 0 when they agree
-    exactly (numpy warns of a division by zero); the p-value is then reported as null (see _p)."""
+    exactly or when there is one (numpy warns of a division by zero); the p-value is then null."""
     return np.errstate(divide="ignore", invalid="ignore")
 
 
-def _p(refutation) -> float | None:
-    result = getattr(refutation, "refutation_result", None)
-    if not result:
+def refuter_seeds(seed: int, k: int) -> list[int]:
+    """``k`` distinct seeds for the runs of a refuter, derived from the check's seed (NumPy's
+    SeedSequence: reproducible, and unrelated to ``seed + i`` streams used elsewhere)."""
+    return [int(s) for s in np.random.SeedSequence([int(seed), 0x5EED]).generate_state(int(k))]
+
+
+def _p(reference: float, estimates: list[float]) -> float | None:
+    from dowhy.causal_refuter import perform_normal_distribution_test
+
+    if len(estimates) < 2:
         return None
-    value = float(result["p_value"])
+    with _quiet_p_value():
+        value = float(perform_normal_distribution_test(SimpleNamespace(value=reference), estimates))
     return value if np.isfinite(value) else None
 
 
-def placebo_treatment(data, estimand, estimate, treatment: str, ate: dict, *, alpha: float, simulations: int,
-                      seed: int) -> Refutation:
-    """DoWhy's placebo-treatment refuter with a permuted treatment (seeded; the default random
-    placebo of DoWhy draws from NumPy's global generator and would not be reproducible)."""
+def judge(changes: np.ndarray, scale: float, pooled_scale: float, alpha: float) -> tuple[str, dict]:
+    """State of a seeded refuter from its per-run ``changes`` (rules in the module docstring)."""
+    changes = np.asarray(changes, dtype=float)
+    k = len(changes)
+    pooled_bound = z_quantile(alpha) * pooled_scale
+    run_bound = z_quantile(alpha / k) * scale
+    runs_ok = np.abs(changes) <= run_bound
+    if not abs(changes.mean()) <= pooled_bound:
+        state = "fail"
+    elif k > 1 and not runs_ok.all():
+        state = "unstable"
+    else:
+        state = "pass"
+    return state, {"threshold": pooled_bound, "run_threshold": run_bound if k > 1 else None,
+                   "runs_passed": int(runs_ok.sum()), "runs": k}
+
+
+def _runs(refute_once, seeds: list[int]) -> list[float]:
+    with _quiet_p_value():
+        return [float(refute_once(s).new_effect) for s in seeds]
+
+
+def _seed_rows(seeds, estimates, changes, threshold) -> list[dict]:
+    return [{"seed": s, "new_effect": v, "change": c, "passed": bool(abs(c) <= threshold)}
+            for s, v, c in zip(seeds, estimates, changes)]
+
+
+def _passed(state: str) -> bool | None:
+    return {"pass": True, "fail": False}.get(state)
+
+
+def _stability_text(state: str, info: dict) -> str:
+    if info["runs"] < 2:
+        return " (one seed: stability not assessed)"
+    text = f"; each of the {info['runs']} seeded runs within {info['run_threshold']:.4g} (alpha/k per run)"
+    if state == "unstable":
+        text += f": only {info['runs_passed']} of {info['runs']} were, so the verdict changes with the seed (unstable)"
+    return text
+
+
+def placebo_treatment(data, estimand, estimate, treatment: str, reference: dict, *, alpha: float, seeds: list[int]
+                      ) -> Refutation:
+    """DoWhy's placebo-treatment refuter with a permuted treatment, one seeded run per seed (DoWhy's
+    default random placebo draws from NumPy's global generator and would not be reproducible)."""
     from dowhy.causal_refuters.placebo_treatment_refuter import PlaceboType, refute_placebo_treatment
 
-    with _quiet_p_value():
-        ref = refute_placebo_treatment(data, estimand, estimate, [treatment], num_simulations=simulations,
-                                       placebo_type=PlaceboType.PERMUTE, random_state=seed)
-    new = float(ref.new_effect)
-    bound = z_quantile(alpha) * ate["se"] / np.sqrt(simulations)
+    def once(seed):
+        return refute_placebo_treatment(data, estimand, estimate, [treatment], num_simulations=1,
+                                        placebo_type=PlaceboType.PERMUTE, random_state=seed)
+
+    estimates = _runs(once, seeds)
+    k, se = len(seeds), reference["se"]
+    state, info = judge(np.asarray(estimates), se, se / np.sqrt(k), alpha)
+    new = float(np.mean(estimates))
     return Refutation(
-        name="placebo_treatment", new_effect=new, p_value=_p(ref), passed=bool(abs(new) <= bound),
-        rule=f"pass when |mean placebo effect| <= z_(1-alpha/2) * se / sqrt(k) = {bound:.4g} "
-             f"(treatment permuted across rows, k = {simulations} simulations)",
-        details={"simulations": simulations, "placebo_type": "permute", "threshold": bound,
-                 "original_effect": ate["value"], "original_se": ate["se"]})
+        name="placebo_treatment", new_effect=new, p_value=_p(0.0, estimates), passed=_passed(state), state=state,
+        rule=f"pass when |mean placebo effect| <= z_(1-alpha/2) * se / sqrt(k) = {info['threshold']:.4g} "
+             f"(treatment permuted across rows, k = {k} seeded runs){_stability_text(state, info)}",
+        details={"simulations": k, "placebo_type": "permute", **info, "original_effect": reference["value"],
+                 "original_se": se,
+                 "per_seed": _seed_rows(seeds, estimates, estimates, info["run_threshold"] or info["threshold"])})
 
 
-def random_common_cause(data, estimand, estimate, ate: dict, *, alpha: float, simulations: int,
-                        seed: int) -> Refutation:
+def random_common_cause(data, estimand, estimate, reference: dict, *, alpha: float, seeds: list[int]
+                        ) -> Refutation:
     """DoWhy's random-common-cause refuter: an independent standard-normal column joins the adjustment set."""
     from dowhy.causal_refuters.random_common_cause import refute_random_common_cause
 
-    with _quiet_p_value():
-        ref = refute_random_common_cause(data, estimand, estimate, num_simulations=simulations, random_state=seed)
-    new = float(ref.new_effect)
-    bound = z_quantile(alpha) * ate["se"]
+    def once(seed):
+        return refute_random_common_cause(data, estimand, estimate, num_simulations=1, random_state=seed)
+
+    estimates = _runs(once, seeds)
+    changes = np.asarray(estimates) - reference["value"]
+    k, se = len(seeds), reference["se"]
+    state, info = judge(changes, se, se, alpha)
+    new = float(np.mean(estimates))
     return Refutation(
-        name="random_common_cause", new_effect=new, p_value=_p(ref),
-        passed=bool(abs(new - ate["value"]) <= bound),
-        rule=f"pass when |mean new estimate - estimate| <= z_(1-alpha/2) * se = {bound:.4g} "
-             f"(the new estimate stays inside the original interval; k = {simulations} simulations)",
-        details={"simulations": simulations, "change": new - ate["value"], "threshold": bound,
-                 "original_effect": ate["value"], "original_se": ate["se"]})
+        name="random_common_cause", new_effect=new, p_value=_p(reference["value"], estimates), passed=_passed(state),
+        state=state,
+        rule=f"pass when |mean new estimate - estimate| <= z_(1-alpha/2) * se = {info['threshold']:.4g} "
+             f"(the new estimate stays inside the original interval; k = {k} seeded runs)"
+             f"{_stability_text(state, info)}",
+        details={"simulations": k, "change": new - reference["value"], **info,
+                 "original_effect": reference["value"], "original_se": se,
+                 "per_seed": _seed_rows(seeds, estimates, changes, info["run_threshold"] or info["threshold"])})
 
 
-def data_subset(data, estimand, estimate, ate: dict, *, alpha: float, simulations: int, seed: int,
+def data_subset(data, estimand, estimate, reference: dict, *, alpha: float, seeds: list[int],
                 fraction: float = SUBSET_FRACTION) -> Refutation:
-    """DoWhy's data-subset refuter: re-estimate on random subsets of ``fraction`` of the rows."""
+    """DoWhy's data-subset refuter: re-estimate on a random subset of ``fraction`` of the rows, per seed."""
     from dowhy.causal_refuters.data_subset_refuter import refute_data_subset
 
-    with _quiet_p_value():
-        ref = refute_data_subset(data, estimand, estimate, subset_fraction=fraction, num_simulations=simulations,
-                                 random_state=seed)
-    new = float(ref.new_effect)
-    bound = z_quantile(alpha) * ate["se"] * np.sqrt((1 - fraction) / fraction)
+    def once(seed):
+        return refute_data_subset(data, estimand, estimate, subset_fraction=fraction, num_simulations=1,
+                                  random_state=seed)
+
+    estimates = _runs(once, seeds)
+    changes = np.asarray(estimates) - reference["value"]
+    k, se = len(seeds), reference["se"]
+    scale = se * np.sqrt((1 - fraction) / fraction)
+    state, info = judge(changes, scale, scale, alpha)
+    new = float(np.mean(estimates))
     return Refutation(
-        name="data_subset", new_effect=new, p_value=_p(ref), passed=bool(abs(new - ate["value"]) <= bound),
-        rule=f"pass when |mean subset estimate - estimate| <= z_(1-alpha/2) * se * sqrt((1-f)/f) = {bound:.4g} "
-             f"(subsets of f = {fraction:g} of the rows, k = {simulations} simulations)",
-        details={"simulations": simulations, "subset_fraction": fraction, "change": new - ate["value"],
-                 "threshold": bound, "original_effect": ate["value"], "original_se": ate["se"]})
+        name="data_subset", new_effect=new, p_value=_p(reference["value"], estimates), passed=_passed(state),
+        state=state,
+        rule=f"pass when |mean subset estimate - estimate| <= z_(1-alpha/2) * se * sqrt((1-f)/f) = "
+             f"{info['threshold']:.4g} (subsets of f = {fraction:g} of the rows, k = {k} seeded runs)"
+             f"{_stability_text(state, info)}",
+        details={"simulations": k, "subset_fraction": fraction, "change": new - reference["value"], **info,
+                 "original_effect": reference["value"], "original_se": se,
+                 "per_seed": _seed_rows(seeds, estimates, changes, info["run_threshold"] or info["threshold"])})
 
 
 def confounder_strengths(T: np.ndarray, Y: np.ndarray, groups: dict[str, np.ndarray], W: np.ndarray, *,
@@ -173,8 +258,8 @@ def sensitivity(fitted, ate: dict, strengths: dict[str, dict], *, alpha: float, 
             "(c_y, c_t) excludes zero on the estimate's side; not applicable when the estimate's own "
             "interval contains zero")
     if not strengths:
-        return Refutation(name="sensitivity", new_effect=None, p_value=None, passed=None, rule=rule,
-                          details={**details, "note": "no observed confounder to benchmark against"})
+        return Refutation(name="sensitivity", new_effect=None, p_value=None, passed=None, state="not_applicable",
+                          rule=rule, details={**details, "note": "no observed confounder to benchmark against"})
     name, strongest = max(strengths.items(), key=lambda kv: kv[1]["bias_factor"])
     lo, hi = (float(v) for v in fitted.sensitivity_interval(alpha=alpha, c_y=strongest["c_y"],
                                                            c_t=strongest["c_t"], interval_type="ci", **args))
@@ -186,7 +271,9 @@ def sensitivity(fitted, ate: dict, strengths: dict[str, dict], *, alpha: float, 
         passed = bool(lo > 0) if ate["value"] > 0 else bool(hi < 0)
     # the bound nearest zero: how far the effect could be pushed by such a confounder
     new = lo if ate["value"] > 0 else hi
-    return Refutation(name="sensitivity", new_effect=new, p_value=None, passed=passed, rule=rule, details=details)
+    state = "not_applicable" if passed is None else "pass" if passed else "fail"
+    return Refutation(name="sensitivity", new_effect=new, p_value=None, passed=passed, state=state, rule=rule,
+                      details=details)
 
 
 def groups_of(columns: list[str], confounders: list[str]) -> dict[str, np.ndarray]:

@@ -29,20 +29,42 @@ def clean(value: Any) -> Any:
     return value
 
 
+#: The states of a refutation, as documents and reports spell them.
+STATES = ("pass", "fail", "not_applicable", "unstable")
+
+
+def refutation_state(passed: bool | None, state: str | None = None) -> str:
+    """The refutation's state. ``passed`` decides pass (true) and fail (false); with ``passed`` None
+    the state is "unstable" when so marked and "not_applicable" otherwise, never a failure (the same
+    rule as ``livegate.reports.documents.refutation_state`` for documents)."""
+    if passed is True:
+        return "pass"
+    if passed is False:
+        return "fail"
+    return state if state in ("unstable", "not_applicable") else "not_applicable"
+
+
 @dataclass(frozen=True)
 class Refutation:
-    """One refutation: the new effect it produced, DoWhy's p-value (or None), the verdict and its rule."""
+    """One refutation: the new effect it produced, DoWhy's p-value (or None), the verdict and its rule.
+
+    ``state`` is "pass", "fail", "not_applicable" or "unstable" (causal/refute.py); ``passed`` is
+    True for a pass, False for a failure and None otherwise (not applicable, or unstable)."""
 
     name: str
     new_effect: float | None
     p_value: float | None
-    passed: bool | None  # None: not applicable (see ``rule``)
+    passed: bool | None  # None: not applicable or unstable (see ``state`` and ``rule``)
     rule: str
     details: dict = field(default_factory=dict)
+    state: str | None = None  # None: follows ``passed``
+
+    def __post_init__(self):
+        object.__setattr__(self, "state", refutation_state(self.passed, self.state))
 
     def to_dict(self) -> dict:
         return clean({"name": self.name, "new_effect": self.new_effect, "p_value": self.p_value,
-                      "passed": self.passed, "rule": self.rule, "details": self.details})
+                      "passed": self.passed, "state": self.state, "rule": self.rule, "details": self.details})
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,12 @@ class CausalResult:
     model: Any = field(default=None, repr=False, compare=False)
     model_info: dict = field(default_factory=dict)
     propensity_source: str | None = None  # "column NAME" or "estimated"
+    #: the estimand of ``ate``: name, label, meaning, population in words, supported (causal/estimands.py)
+    estimand: dict = field(default_factory=dict)
+    #: overlap: clipped propensities, trimming (rows dropped by arm), support per estimand, weights
+    overlap: dict = field(default_factory=dict)
+    #: every estimand from the same fitted nuisances: {"ate": {value, se, ci_low, ci_high, supported}, ...}
+    estimands: dict = field(default_factory=dict)
 
     def effect_modifier_matrix(self, frame: pd.DataFrame) -> np.ndarray | None:
         """``frame``'s effect modifiers as the fitted model's ``X`` (categorical levels one-hot
@@ -119,24 +147,28 @@ class CausalResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One tidy row per estimate: the naive difference, IPW, the adjusted effect and each segment's."""
-        rows = [{"estimate": name, "population": "all rows", "n": self.n_rows, **{k: block.get(k) for k in
+        population = self.estimand.get("label") or "ATE"
+        rows = [{"estimate": name, "population": label, "n": self.n_rows, **{k: block.get(k) for k in
                  ("value", "se", "ci_low", "ci_high")}}
-                for name, block in (("naive", self.naive), ("ipw", self.ipw), ("effect", self.ate)) if block]
+                for name, label, block in (("naive", "all rows (unadjusted)", self.naive), ("ipw", population, self.ipw),
+                                           ("effect", population, self.ate)) if block]
         rows += [{"estimate": "segment", "population": s.segment, "n": s.n, "value": s.value, "se": s.se,
                   "ci_low": s.ci_low, "ci_high": s.ci_high} for s in self.segments]
         return pd.DataFrame(rows, columns=["estimate", "population", "n", "value", "se", "ci_low", "ci_high"])
 
     def _repr_html_(self) -> str:
         import html
-        verdict = "passed" if self.refutations_passed else "failed"
-        return (f"<p><b>livegate causal check</b>: effect of <code>{html.escape(self.treatment)}</code> on "
+        states = [r.state for r in self.refutations]
+        verdict = ("failed" if "fail" in states else "unstable" if "unstable" in states else "passed")
+        what = html.escape(self.estimand.get("meaning") or "average effect")
+        return (f"<p><b>livegate causal check</b>: {what} of <code>{html.escape(self.treatment)}</code> on "
                 f"<code>{html.escape(self.outcome)}</code>; refutations {verdict}</p>"
                 + self.to_frame().to_html(index=False, float_format="{:.4g}".format))
 
     @property
     def refutations_passed(self) -> bool:
-        """True when no refutation failed (not-applicable ones do not count as failures)."""
-        return all(r.passed is not False for r in self.refutations)
+        """True when every refutation passed or did not apply (a failed or unstable one is not a pass)."""
+        return all(r.state in ("pass", "not_applicable") for r in self.refutations)
 
     def to_dict(self) -> dict:
         body = {
@@ -149,6 +181,7 @@ class CausalResult:
             "graph": self.graph,
             "n_rows": self.n_rows,
             "n_treated": self.n_treated,
+            "estimand": self.estimand or None,
             "naive": self.naive,
             "ipw": self.ipw,
             "ate": self.ate,
@@ -156,6 +189,8 @@ class CausalResult:
             "refutations": [r.to_dict() for r in self.refutations],
             "refutations_passed": self.refutations_passed,
             "segments": [s.to_dict() for s in self.segments],
+            "estimands": self.estimands or None,
+            "overlap": self.overlap or None,
             "propensities": self.propensities,
             "propensity_source": self.propensity_source,
             "model": self.model_info or None,

@@ -241,8 +241,9 @@ def test_the_fitted_econml_model_is_exposed(sim):
     X = result.effect_modifier_matrix(frame)
     assert X.shape == (len(frame), len(result.model_info["X_columns"]))
     cate = result.model.effect(X, T0=0, T1=1)
-    # the reported ATE is the model's average CATE over the rows
-    assert np.mean(cate) == pytest.approx(result.ate["value"], rel=1e-9)
+    # the model's average CATE over the rows is reported next to the augmented ATE (what DoWhy reports)
+    assert np.mean(cate) == pytest.approx(result.ate["cate_average"]["value"], rel=1e-9)
+    assert np.mean(cate) == pytest.approx(result.ate["dowhy_value"], rel=1e-9)
     low, high = result.model.effect_interval(X, T0=0, T1=1, alpha=0.05)
     assert np.all(low <= cate) and np.all(cate <= high)
     assert result.model.sensitivity_summary() is not None
