@@ -31,6 +31,9 @@ def load_policy(source, logs: LoggedData, name: str, schema: PolicySchema | LogS
     label = source_name(source, source_label, f"policy {name}")
     dataset = open_dataset(source, label)
     available = column_names(dataset)
+    if b"livegate.learn" in (getattr(dataset.schema, "metadata", None) or {}):  # learned: it records its training rows
+        from livegate.ope.learn.split import check_not_trained_on
+        check_not_trained_on(dataset, logs, name)
     cols = KeyColumns.resolve(PolicySchema.prob if schema is None or isinstance(schema, LogSchema) else schema.prob,
                               logs.schema if schema is None else schema, available)
     if cols.decision_id not in available and cols.action in available and cols.value in available:

@@ -694,10 +694,27 @@ def _parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None) -> byte
     return buffer.getvalue()
 
 
+#: ``candidates.parquet``: each decision's slate, the streams on air that the logging policy chose from
+CANDIDATE_SCHEMA = pa.schema([("decision_id", pa.int64()), ("action", pa.int64())])
+
+
+def candidate_streams(sim: Simulation) -> pd.DataFrame:
+    """Each decision's slate (the on-air streams retrieval offered; every policy of the simulation
+    chooses among them) in long form, one row per (decision_id, action), in decision then stream
+    order: the ``--candidates`` input of ``livegate learn`` and ``livegate replay``."""
+    p, k = sim.config.n_positions, sim.slates.shape[1]
+    return pd.DataFrame({"decision_id": np.repeat(np.arange(sim.config.n_rounds, dtype=np.int64), k),
+                         "action": sim.slates[::p].ravel().astype(np.int64)})
+
+
 def write_simulation(sim: Simulation, out_dir) -> dict[str, pathlib.Path]:
     """Write ``logs.parquet``, ``actions.parquet``, ``policies/<name>.parquet`` and ``truth.json``
-    (see `write_simulation_files`)."""
-    return write_simulation_files(out_dir, sim.logs, sim.actions, sim.policies, sim.truth, LOG_SCHEMA)
+    (see `write_simulation_files`), and ``candidates.parquet``: each decision's slate
+    (`candidate_streams`)."""
+    paths = write_simulation_files(out_dir, sim.logs, sim.actions, sim.policies, sim.truth, LOG_SCHEMA)
+    paths["candidates"] = write_atomic(pathlib.Path(out_dir) / "candidates.parquet",
+                                       _parquet_bytes(candidate_streams(sim), CANDIDATE_SCHEMA))
+    return paths
 
 
 def write_simulation_files(out_dir, logs: pd.DataFrame, actions: pd.DataFrame, policies: dict[str, pd.DataFrame],

@@ -8,8 +8,8 @@ import importlib
 
 #: renderer -> module; imported on first use, so that `livegate evaluate`, which prints only the
 #: terminal table, does not pay for Jinja2 and matplotlib (about a second at start-up)
-_RENDERERS = {"document_kind": "documents", "render_html": "html", "render_junit": "junit",
-              "render_markdown": "markdown"}
+_RENDERERS = {"document_kind": "documents", "render_html": "chapters", "render_junit": "junit",
+              "render_markdown": "chapters"}
 
 __all__ = sorted(_RENDERERS)
 

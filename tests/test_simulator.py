@@ -283,7 +283,7 @@ def test_write_simulation_is_deterministic(tmp_path):
     config = SimulationConfig(n_rounds=2_000, n_streams=50, seed=5)
     paths_a = write_simulation(simulate(config), tmp_path / "a")
     paths_b = write_simulation(simulate(config), tmp_path / "b")
-    assert set(paths_a) == {"logs", "actions", "truth", *(f"policies/{n}" for n in CANDIDATE_POLICIES)}
+    assert set(paths_a) == {"logs", "actions", "truth", "candidates", *(f"policies/{n}" for n in CANDIDATE_POLICIES)}
     for key, path in paths_a.items():
         assert path.read_bytes() == paths_b[key].read_bytes(), key
     assert not list((tmp_path / "a").rglob("*.tmp")), "no temporary files left behind"
