@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from livegate.datasets import InputError, Problem, RewardSpec, parse_reward
+from livegate.datasets.gate_config import DEFAULT_CI
 from livegate.datasets.schema import LogSchema, is_policy_name
 from livegate.ope.estimators import EstimatorSpec, as_estimator
 from livegate.ope.gate import GateDecision
@@ -200,7 +201,7 @@ def provenance(sources: Mapping[str, Any], seed: int) -> dict:
 
 def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
              estimators: Sequence[str | EstimatorSpec] | str | None = None, *, q_hat=None,
-             ci: str = "normal", alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, baseline: str = "logging",
+             ci: str = DEFAULT_CI, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, baseline: str = "logging",
              folds: int = 3, reward_ranges: Mapping[str, tuple[float, float]] | None = None,
              max_weight: float | None = None, context: Sequence[str] | str | None = None,
              columns: Mapping[str, str] | None = None, actions=None, reward_model=None,
@@ -215,7 +216,8 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
 
     logs, each policy, q_hat and actions: a Parquet path, a pandas DataFrame or a pyarrow Table.
     rewards: a column or expression ("engagement=watch_seconds + 50*gift_value"), a list of them or a
-    {name: expression} dict. estimators: identifiers ("ips:clip=50") or objects (livegate.IPS(clip=50)).
+    {name: expression} dict. estimators: identifiers ("ips:clip=50") or objects (livegate.IPS(clip=50));
+    "auto" chooses one per policy and metric from the data and reports why (ope/selection.py).
     reward_model: any scikit-learn regressor (or classifier for 0/1 rewards), cross-fitted for DM/DR.
     Returns an `EvaluationResult` (to_dict(), to_frame()).
     """
@@ -225,7 +227,7 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     if isinstance(estimators, (str, EstimatorSpec)):
         estimators = [e for e in estimators.split(",") if e.strip()] if isinstance(estimators, str) else [estimators]
     config = EvaluationConfig(estimators=None if estimators is None else
-                              tuple(as_estimator(e, level).identifier for e in estimators), ci=ci, alpha=alpha,
+                              tuple(_estimator_identifier(e, level) for e in estimators), ci=ci, alpha=alpha,
                               n_boot=n_boot, seed=seed, baseline=baseline, n_folds=folds,
                               reward_ranges=dict(reward_ranges or {}), max_weight=max_weight,
                               reward_model=reward_model, level=level, gamma=gamma)
@@ -237,6 +239,14 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     result.provenance = provenance(inputs.sources, seed)
     result.warnings = list(dict.fromkeys([*inputs.logs.warnings, *result.warnings]))
     return result
+
+
+def _estimator_identifier(estimator: str | EstimatorSpec, level: str) -> str:
+    """The identifier of an estimator; "auto" (the automatic choice) is no single estimator and
+    passes as it is (EvaluationConfig.validate checks it)."""
+    if isinstance(estimator, str) and estimator.strip() == "auto":
+        return "auto"
+    return as_estimator(estimator, level).identifier
 
 
 # --- causal ------------------------------------------------------------------------------------
@@ -256,13 +266,17 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
                  effect_modifiers: Sequence[str] | None = None, graph=None, estimator: str = "linear_dml",
                  folds: int = 3, alpha: float = 0.05, seed: int = 0, segments: Sequence[str] | None = None,
                  propensity: str | None = None, learn_policy: bool = False,
-                 columns: Mapping[str, str] | None = None, progress: Progress = _quiet):
+                 columns: Mapping[str, str] | None = None, estimand: str = "ate", trim: float | str | None = None,
+                 progress: Progress = _quiet):
     """Estimate the effect of `treatment` (a 0/1 column) on `outcome`, adjusting for confounders (by
     default those of the live-stream graph that the data has), with DoWhy's refutations, EconML's
     effects by segment and, optionally, a learned "treat where it helps" policy.
 
     data: a Parquet path, a pandas DataFrame or a pyarrow Table. graph: a networkx graph or a path to
     a .gml/.dot file. propensity: a column holding P(treatment = 1 | x), used instead of estimating it.
+    estimand: "ate" (all rows), "att" (the treated), "atc" (the untreated) or "ato" (the overlap
+    population). trim: None, a threshold a in (0, 0.5) (rows with P(treatment=1|x) outside [a, 1-a]
+    are dropped, counted by arm) or "crump" (Crump et al. 2009's threshold).
     Returns a `CausalResult` (to_dict(); `.model` is the fitted EconML estimator).
     """
     from livegate.causal import CausalConfig, run_causal_check
@@ -275,7 +289,7 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
     config = CausalConfig(treatment=treatment, outcome=outcome, confounders=_tuple(confounders),
                           effect_modifiers=_tuple(effect_modifiers), graph=graph, estimator=estimator,
                           n_folds=folds, alpha=alpha, seed=seed, segments=_tuple(segments),
-                          learn_policy=learn_policy, propensity=propensity)
+                          learn_policy=learn_policy, propensity=propensity, estimand=estimand, trim=trim)
     progress("reading logs")
     frame = read_causal_frame(data, config, schema=_schema(columns))
     result = run_causal_check(frame, config, progress=progress, source=_source_name(data, "logs"))
@@ -343,7 +357,7 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
         progress("causal check")
         causal_result = causal_check(req.logs, req.treatment, req.outcome, confounders=req.confounders,
                                      effect_modifiers=req.effect_modifiers, estimator=req.estimator, seed=cfg.seed,
-                                     progress=progress)
+                                     estimand=req.estimand, trim=req.trim, progress=progress)
         verdict = requirement_verdict(causal_result, req.refutations)
         sources["causal_logs"] = req.logs
     decision = decide(evaluation, cfg, verdict)
@@ -366,14 +380,386 @@ def _check_causal_requirement(cfg) -> None:
     if cfg.causal.estimator not in ESTIMATORS:
         problems.append(Problem(str(cfg.source), f"[causal] estimator: '{cfg.causal.estimator}' is unknown",
                                 fix=f"use one of {', '.join(ESTIMATORS)}"))
+    from livegate.causal.estimands import ESTIMANDS
+    if cfg.causal.estimand not in ESTIMANDS:
+        problems.append(Problem(str(cfg.source), f"[causal] estimand: '{cfg.causal.estimand}' is unknown",
+                                fix=f"use one of {', '.join(ESTIMANDS)} (all rows, the treated, the untreated, the "
+                                    "overlap population)"))
     if problems:
         raise InputError(problems)
+
+
+# --- learn -------------------------------------------------------------------------------------
+
+@dataclass
+class LearnResult:
+    """A policy learned from the logs (`livegate learn`): `policy` (long-format DataFrame), the
+    `metadata` its Parquet file carries (the training rows), the held-out and in-sample evaluations,
+    the held-out logs (`heldout_logs`, a pyarrow Table) and `to_dict()`, the livegate.learn/1 document."""
+
+    name: str
+    policy: Any
+    metadata: dict
+    document: dict
+    heldout_logs: Any
+    fitted: Any = None
+    heldout: Any = None
+    in_sample: Any = None
+
+    def to_dict(self) -> dict:
+        return self.document
+
+    def policy_table(self):
+        """The policy as a pyarrow Table with its `livegate.learn` schema metadata."""
+        import pyarrow as pa
+        table = pa.Table.from_pandas(self.policy, preserve_index=False)
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata})
+
+
+def learn(logs, rewards=None, method: str = "dr", *, epsilon: float = 0.1, top_k: int | None = None,
+          candidates=None, for_logs=None, for_candidates=None, split: str = "random", test_share: float = 0.3, seed: int = 0,
+          estimators: Sequence[str] | str | None = None, folds: int = 3, prefilter: int = 50, gamma: float = 1.0,
+          name: str = "learned", context: Sequence[str] | str | None = None,
+          columns: Mapping[str, str] | None = None, reward_model=None, progress: Progress = _quiet) -> LearnResult:
+    """Learn a policy from the logs with `method` (plugin, dr, poem, fqi, pessimistic-fqi; `ope/learn/`), on a seeded
+    part of the decisions (`split` random: a hash of the decision id; time: the earliest ones), and
+    evaluate it on the held-out rest with `estimators` (and, labelled in-sample, on its training rows).
+
+    rewards: the reward it maximises (the first one) and those it is evaluated on. candidates: a table
+    (decision_id, action) of the streams each decision could have shown (default: the logs' streams,
+    narrowed to the reward model's `prefilter` best). epsilon: exploration floor spread over the kept
+    streams; top_k: keep only each decision's k most probable streams. for_logs: write the policy for
+    the decisions of these logs (same context columns) instead of the training logs', choosing among
+    `for_candidates` (default: `candidates`).
+
+    Sessions (method fqi or pessimistic-fqi): the logs are viewer sessions (session_id, step), split
+    by session, the policy maximises the return per session discounted by `gamma`, and the held-out
+    evaluation is per session. estimators: default snips,dr (per decision) or the session defaults.
+    """
+    import numpy as np
+
+    from livegate.datasets import load_logs, open_dataset, column_names
+    from livegate.ope import learn as L
+
+    spec = L.parse_method(method)
+    sessions = spec.name in L.SESSION_METHODS
+    problems = []
+    if not 0 < gamma <= 1:
+        problems.append(Problem("--gamma", f"{gamma} is not in (0, 1]"))
+    if not 0 <= epsilon <= 1:
+        problems.append(Problem("--epsilon", f"{epsilon} is not in [0, 1]", fix="e.g. --epsilon 0.1"))
+    if top_k is not None and top_k < 1:
+        problems.append(Problem("--top-k", f"{top_k} is not a positive integer"))
+    if not is_policy_name(name):
+        problems.append(Problem("--name", f"'{name}' cannot name a policy", fix="letters, digits, _ . - only"))
+    if problems:
+        raise InputError(problems)
+    progress("reading logs")
+    schema = _schema(columns)
+    logs_name = _source_name(logs, "logs")
+    dataset = open_dataset(logs, logs_name)
+    available = column_names(dataset)
+    specs = _reward_specs(rewards, available, {}, logs_name)
+    loaded = load_logs(dataset, specs, schema=schema, need_decision_id=True, need_context=True,
+                       context=_context_columns(context, available, specs, schema), name=logs_name,
+                       need_sessions=sessions)
+    if loaded.n_context_columns == 0:
+        raise InputError(Problem(logs_name, "has no context columns to learn from",
+                                 fix="add x_* columns, or name them with --context"))
+    reward = loaded.reward(specs[0])
+    n_actions = len(loaded.actions)
+    # the split is by decision (all positions of a decision land on the same side) or by session
+    unit_of_row, unit_ids = (_session_of_rows(loaded.sessions), loaded.sessions.ids) if sessions else \
+        (loaded.decision_code, loaded.decision_ids)
+    first_row = np.unique(unit_of_row, return_index=True)[1]
+    unit_time = None if loaded.timestamp is None else loaded.timestamp[first_row]
+    train_unit, split_record = L.split_units(unit_ids, rule=split, test_share=test_share, seed=seed,
+                                             timestamps=unit_time)
+    train_rows = np.flatnonzero(train_unit[unit_of_row])
+    train_decision = np.zeros(len(loaded.decision_ids), dtype=bool)
+    train_decision[loaded.decision_code[train_rows]] = True
+    cand_all = _learn_candidates(candidates, loaded, logs_name, with_logged=True)
+    context_frame = loaded.context
+    full_model = None
+    if cand_all is None:  # every logged stream, narrowed by the reward model when there are many
+        rows = np.repeat(np.arange(loaded.n), n_actions)
+        cand_all = L.Candidates.from_pairs(rows, np.tile(np.arange(n_actions), loaded.n), loaded.n) \
+            if n_actions <= prefilter else None
+        if cand_all is None:
+            progress("fitting the reward model to narrow the candidate streams")
+            full_model = L.RewardModel(context_frame.iloc[train_rows].reset_index(drop=True),
+                                       loaded.action_code[train_rows], n_actions, reward[train_rows],
+                                       loaded.action_features, seed, reward_model)
+            cand_all = _prefiltered(full_model, context_frame, loaded, n_actions, prefilter)
+    train_cand = cand_all.subset(train_rows)
+    progress(f"learning ({spec.identifier})")
+    train_context = context_frame.iloc[train_rows].reset_index(drop=True)
+    if sessions:
+        # the next step of each training row, as an index into the training rows (a session is
+        # wholly on one side of the split)
+        next_row = _next_rows(loaded.sessions)[train_rows]
+        position = np.full(loaded.n, -1)
+        position[train_rows] = np.arange(len(train_rows))
+        fitted = L.fit_fqi(spec, train_context, loaded.action_code[train_rows], reward[train_rows],
+                           np.where(next_row >= 0, position[np.maximum(next_row, 0)], -1), n_actions, gamma=gamma,
+                           seed=seed, model=reward_model)
+    else:
+        fitted = L.learn(spec, train_context, loaded.action_code[train_rows], loaded.propensity[train_rows],
+                         reward[train_rows], train_cand, n_actions, action_features=loaded.action_features,
+                         groups=loaded.decision_code[train_rows], seed=seed, n_folds=folds,
+                         reward_model=reward_model, full_model=full_model)
+    progress("writing the policy")
+    logged_policy = policy = _policy_frame(fitted, context_frame, cand_all, loaded, epsilon, top_k)
+    if for_logs is not None:
+        target = _target_logs(for_logs, loaded, schema)
+        target_cand = _learn_candidates(candidates if for_candidates is None else for_candidates, target,
+                                        _source_name(for_logs, "--for logs"), with_logged=False, codes_of=loaded)
+        if target_cand is None:
+            target_cand = (_prefiltered(full_model, target.context, target, n_actions, prefilter) if full_model
+                           else L.Candidates.from_pairs(np.repeat(np.arange(target.n), n_actions),
+                                                        np.tile(np.arange(n_actions), target.n), target.n))
+        policy = _policy_frame(fitted, target.context, target_cand, target, epsilon, top_k, actions=loaded.actions)
+    metadata = L.policy_metadata(spec, {**split_record, "unit": "session_id" if sessions else "decision_id"},
+                                 loaded.decision_ids[train_decision], epsilon=epsilon,
+                                 top_k=top_k, rewards=[s.name for s in specs])
+    # the held-out and training logs, as rows of the file: evaluate reads them like any logs
+    table = dataset.to_table(available)
+    id_column = table.column(schema.decision_id).to_numpy(zero_copy_only=False)
+    trained = np.isin(id_column, loaded.decision_ids[train_decision])
+    heldout_logs, train_logs = table.filter(~trained), table.filter(trained)
+    if estimators is None and not sessions:
+        estimators = ("snips", "dr")
+    common = dict(rewards=specs, estimators=estimators, seed=seed, folds=folds, context=context, columns=columns,
+                  sessions=sessions, **({"gamma": gamma} if sessions else {}))
+    progress("evaluating on the held-out decisions")
+    heldout = evaluate(heldout_logs, {name: logged_policy}, progress=progress, **common)
+    progress("evaluating on the training decisions (in-sample)")
+    in_sample = evaluate(train_logs, {name: logged_policy}, progress=progress, **common)
+    counts = np.diff(cand_all.start)
+    document = {
+        "schema": L.SCHEMA, "policy_name": name, "method": spec.identifier, "reward": specs[0].name,
+        "metric_definitions": {s.name: s.expression for s in specs},
+        "epsilon": epsilon, "top_k": top_k,
+        "candidates": {"source": "given" if candidates is not None else
+                       ("logged streams" if n_actions <= prefilter else f"reward model's best {prefilter}"),
+                       "mean_per_decision": float(counts.mean())},
+        "level": "session" if sessions else "decision", "gamma": gamma if sessions else None,
+        "fqi": {"sweeps": fitted.iterations_run, "converged": fitted.converged} if sessions else None,
+        "split": {**split_record, "unit": "session_id" if sessions else "decision_id",
+                  "train": {"decisions": int(train_decision.sum()), "rows": int(len(train_rows)),
+                            **({"sessions": int(train_unit.sum())} if sessions else {})},
+                  "heldout": {"decisions": int((~train_decision).sum()), "rows": int(loaded.n - len(train_rows)),
+                              **({"sessions": int((~train_unit).sum())} if sessions else {})},
+                  "trained_rows": "the decisions of the train part; their ids are in the policy file's "
+                                  "Parquet metadata (livegate.learn), and evaluating the policy on them is refused"},
+        "policy": {"rows": int(len(policy)), "decisions": int(policy["decision_id"].nunique()),
+                   "for": _source_name(for_logs, "--for logs") if for_logs is not None else logs_name},
+        "heldout_evaluation": heldout.to_dict(),
+        "in_sample_evaluation": in_sample.to_dict(),
+        "provenance": provenance({"logs": logs, "candidates": candidates, "for": for_logs,
+                                  "for_candidates": for_candidates}, seed),
+        "warnings": ["The in-sample evaluation is on the rows that trained the policy: it is optimistic; "
+                     "judge the policy by the held-out one."],
+    }
+    if candidates is None and not sessions:
+        document["warnings"].append(
+            "No candidates were given: the policy chooses among the logs' streams for every decision, including "
+            "streams the logging policy could not show there (off air, not retrieved), where no estimator can "
+            "check it (see the held-out unsupported mass). Give each decision's streams with --candidates.")
+    return LearnResult(name=name, policy=policy, metadata=metadata, document=document, heldout_logs=heldout_logs,
+                       fitted=fitted, heldout=heldout, in_sample=in_sample)
+
+
+def _session_of_rows(index):
+    """The session code of every logs row."""
+    import numpy as np
+    out = np.empty(index.n_rows, dtype=np.int64)
+    out[index.order] = index.session
+    return out
+
+
+def _next_rows(index):
+    """The logs row of every row's next step in its session (-1 at the last step)."""
+    import numpy as np
+    out = np.full(index.n_rows, -1, dtype=np.int64)
+    nxt = index.next_position
+    out[index.order] = np.where(nxt >= 0, index.order[np.maximum(nxt, 0)], -1)
+    return out
+
+
+def _learn_candidates(source, logs, label: str, *, with_logged: bool, codes_of=None):
+    """The candidate streams of each row of `logs` from a (decision_id, action) table, as codes of
+    `codes_of`'s streams (default: `logs`' own); with_logged adds each row's logged stream."""
+    import numpy as np
+
+    from livegate.datasets import open_dataset, column_names
+    from livegate.datasets.encoding import lookup
+    from livegate.ope.learn import Candidates
+
+    if source is None:
+        return None
+    name = _source_name(source, "candidates")
+    ds = open_dataset(source, name)
+    id_col = logs.schema.decision_id if logs.schema.decision_id in column_names(ds) else "decision_id"
+    act_col = logs.schema.action if logs.schema.action in column_names(ds) else "action"
+    missing = [c for c in (id_col, act_col) if c not in column_names(ds)]
+    if missing:
+        raise InputError([Problem(name, "is missing", column=c, fix="list decision_id, action pairs") for c in missing])
+    table = ds.to_table([id_col, act_col])
+    ids = table.column(id_col).to_numpy(zero_copy_only=False)
+    actions = table.column(act_col).to_numpy(zero_copy_only=False)
+    decision = lookup(logs.decision_ids, ids)
+    reference = (codes_of or logs).actions
+    code = lookup(reference, actions)
+    known = (decision >= 0) & (code >= 0)  # streams the training logs never show cannot be learned about
+    decision, code = decision[known], code[known]
+    # every position of a decision gets the decision's candidates
+    rows_of = np.argsort(logs.decision_code, kind="stable")
+    counts = np.bincount(logs.decision_code, minlength=len(logs.decision_ids))
+    first = np.concatenate([[0], np.cumsum(counts)])
+    per = counts[decision]
+    row = rows_of[np.repeat(first[decision], per) + _learning_ranks(per)]
+    code = np.repeat(code, per)
+    if with_logged:
+        row = np.concatenate([row, np.arange(logs.n)])
+        code = np.concatenate([code, logs.action_code])
+    return Candidates.from_pairs(row, code, logs.n)
+
+
+def _learning_ranks(counts):
+    from livegate.ope.learn.candidates import _ranks
+    return _ranks(counts)
+
+
+def _prefiltered(model, context, logs, n_actions: int, keep: int, chunk: int = 20_000):
+    """Each row's `keep` streams with the highest predicted reward (and its logged one), in chunks of rows."""
+    import numpy as np
+
+    from livegate.ope.learn import Candidates
+
+    rows, codes = [], []
+    for lo in range(0, logs.n, chunk):
+        hi = min(lo + chunk, logs.n)
+        block = Candidates.from_pairs(np.repeat(np.arange(hi - lo), n_actions), np.tile(np.arange(n_actions), hi - lo),
+                                      hi - lo)
+        q = model.predict(context.iloc[lo:hi].reset_index(drop=True), block).reshape(hi - lo, n_actions)
+        best = np.argpartition(-q, keep - 1, axis=1)[:, :keep]
+        rows.append(np.repeat(np.arange(lo, hi), keep))
+        codes.append(best.ravel())
+    logged = getattr(logs, "action_code", None)
+    if logged is not None and len(logged) == logs.n and getattr(logs, "propensity", None) is not None:
+        rows.append(np.arange(logs.n))
+        codes.append(logged)
+    return Candidates.from_pairs(np.concatenate(rows), np.concatenate(codes), logs.n)
+
+
+def _target_logs(source, trained_on, schema: LogSchema):
+    """The decisions of `--for` logs, with the training logs' context columns, their action codes in
+    the training logs' coding (no propensity or reward needed)."""
+    from livegate.datasets import load_logs
+
+    target = load_logs(source, [], schema=schema, need_decision_id=True, need_propensity=False, need_context=True,
+                       context=list(trained_on.context.columns), name=_source_name(source, "--for logs"))
+    return target
+
+
+def _policy_frame(fitted, context, cand, logs, epsilon: float, top_k: int | None, actions=None):
+    """The learned distribution over each row's candidates as a long-format policy DataFrame."""
+    import numpy as np
+    import pandas as pd
+
+    from livegate.ope.learn import finish
+
+    prob = fitted.probabilities(context, cand)
+    keep, p = finish(prob, cand, epsilon, top_k)
+    row = cand.row[keep]
+    values = (logs.actions if actions is None else actions)
+    frame = {"decision_id": logs.decision_ids[logs.decision_code[row]]}
+    if logs.position is not None and logs.n_positions > 1:
+        frame["position"] = logs.position[row].astype(np.int64)
+    frame["action"] = values[cand.action[keep]]
+    frame["prob"] = p
+    return pd.DataFrame(frame)
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+def replay(logs, rewards=None, algorithms: str | Mapping[str, Any] = "eps-greedy:0.1,ucb1,ts,linucb:alpha=1", *,
+           batch_size: int = 1, runs: int = 10, periods: int = 20, bootstrap: bool = True, seed: int = 0,
+           alpha: float = 0.05, candidates=None, context: Sequence[str] | str | None = None,
+           columns: Mapping[str, str] | None = None, progress: Progress = _quiet) -> dict:
+    """Replay online bandit algorithms through the logs (`ope/replay.py`: Li et al. 2011, with
+    rejection sampling for non-uniform logging, Dudik et al. 2012), in time order, updating them every
+    `batch_size` accepted events; `runs` replays each (on bootstrap resamples of the events with
+    `bootstrap`). algorithms: identifiers ("eps-greedy:0.1,ucb1,ts,linucb:alpha=1") or {name: object
+    with reset/select/update}. candidates: a (decision_id, action) table of the streams each decision
+    could show (e.g. those on air): the algorithms choose among them. Returns the livegate.replay/1
+    document (reward curves per period)."""
+    import numpy as np
+
+    from livegate.datasets import column_names, load_logs, open_dataset
+    from livegate.ope import replay as R
+    from livegate.ope.learn import ContextEncoder
+
+    algos = R.parse_algorithms(algorithms) if isinstance(algorithms, str) else dict(algorithms)
+    problems = [Problem(option, f"{value} is not a positive integer") for option, value in
+                (("--batch-size", batch_size), ("--runs", runs), ("--periods", periods))
+                if not isinstance(value, (int, np.integer)) or value < 1]
+    if not 0 < alpha < 1:
+        problems.append(Problem("--alpha", f"{alpha} is not in (0, 1)"))
+    if problems:
+        raise InputError(problems)
+    progress("reading logs")
+    schema = _schema(columns)
+    logs_name = _source_name(logs, "logs")
+    dataset = open_dataset(logs, logs_name)
+    available = column_names(dataset)
+    specs = _reward_specs(rewards, available, {}, logs_name)
+    loaded = load_logs(dataset, specs, schema=schema, need_context=True, need_decision_id=candidates is not None,
+                       context=_context_columns(context, available, specs, schema), name=logs_name)
+    mask = None
+    if candidates is not None:
+        cand = _learn_candidates(candidates, loaded, _source_name(candidates, "candidates"), with_logged=True)
+        mask = np.zeros((loaded.n, len(loaded.actions)), dtype=bool)
+        mask[cand.row, cand.action] = True
+    # events in time order (stable: rows with equal times keep the file's order)
+    order = np.argsort(loaded.timestamp, kind="stable") if loaded.timestamp is not None else np.arange(loaded.n)
+    frame = loaded.context
+    X = ContextEncoder(frame).transform(frame)[order]
+    reward = loaded.reward(specs[0])[order]
+    summary = R.run_replays(algos, X, loaded.action_code[order], reward, loaded.propensity[order],
+                            len(loaded.actions), batch_size=batch_size, runs=runs, periods=periods,
+                            bootstrap=bootstrap, seed=seed, alpha=alpha,
+                            available=None if mask is None else mask[order], progress=progress)
+    warnings = list(loaded.warnings)
+    if not summary["uniform_logging"]:
+        warnings.append(f"The logging policy is not uniform: replay keeps an event whose logged stream the algorithm "
+                        f"picked with probability p_min / p_t (p_min = {summary['p_min']:.3g}), so at most about "
+                        f"n p_min = {summary['p_min'] * loaded.n:,.0f} of the {loaded.n:,} events can be accepted; "
+                        "the accepted counts are what the curves rest on.")
+    few = [name for name, r in summary["algorithms"].items() if r["accepted"]["mean"] < 500]
+    if few:
+        warnings.append(f"Fewer than 500 accepted events on average for {', '.join(few)}: the curves are noisy.")
+    if mask is None:
+        warnings.append("Every logged stream is taken as available at every event: an algorithm's pick of a stream "
+                        "that was not on air there never matches, which thins the accepted events; give the streams "
+                        "each decision could show with --candidates.")
+    data = {k: v for k, v in summary.items() if k not in ("algorithms", "logging")}
+    return {"schema": R.SCHEMA,
+            "config": {"algorithms": list(algos), "batch_size": batch_size, "runs": runs, "periods": periods,
+                       "bootstrap": bootstrap, "alpha": alpha, "seed": seed, "reward": specs[0].name,
+                       "metric_definitions": {specs[0].name: specs[0].expression},
+                       "order": "timestamp" if loaded.timestamp is not None else "file order",
+                       "candidates": "given" if candidates is not None else "every logged stream"},
+            "data": data, "algorithms": summary["algorithms"], "logging": summary["logging"],
+            "warnings": warnings, "provenance": provenance({"logs": logs, "candidates": candidates}, seed)}
 
 
 # --- outputs -----------------------------------------------------------------------------------
 
 def read_documents(paths: Sequence[str | os.PathLike]) -> list[dict]:
-    """Result documents (JSON written by evaluate, causal or gate), each checked for its kind's core fields."""
+    """Result documents (JSON written by evaluate, causal, gate, learn or replay), each checked for its kind's
+    core fields."""
     import json
 
     from livegate.reports.documents import check_complete
@@ -440,3 +826,47 @@ def check_outputs(*, protected: Sequence[str | os.PathLike] = (), **paths) -> No
     from livegate.datasets.io import check_outputs as check
 
     check({f"--{key.replace('_', '-')}": path for key, path in paths.items() if path}, _guard(protected))
+
+
+# --- raw events and monitoring after a rollout (datasets/events.py, ope/monitor.py) -----------
+
+def track(events, out=None, *, windows=None, lateness="1h", missing_stop_cap="1h", session_gap="30m",
+          memory_limit: str = "2GB", threads: int | None = None, protected: Sequence[str | os.PathLike] = ()):
+    """Raw viewer events (a Parquet path, DataFrame or Arrow table; docs/events.md) to contract logs.
+    With `out`, writes day-partitioned Parquet and `_tracking.json` there; without, the result's
+    `report["table"]` holds the logs. Durations are seconds or strings such as '30s', '4h'."""
+    from livegate.datasets.events import TrackConfig, parse_duration, parse_windows, track as _track
+    cfg = TrackConfig(windows=parse_windows(windows), lateness=parse_duration(lateness, "--lateness"),
+                      missing_stop_cap=parse_duration(missing_stop_cap, "--missing-stop-cap"),
+                      session_gap=parse_duration(session_gap, "--session-gap"), memory_limit=memory_limit,
+                      threads=threads)
+    return _track(events, out, cfg, protected=_guard([events, *protected]))
+
+
+def monitor(logs, policies: Mapping[str, Any], rewards=None, *, every="1d", alpha: float = 0.05,
+            margins: Mapping[str, float] | None = None, baseline: str = "logging", min_rows: int = 200,
+            t_star: int | None = None, restarts: bool = True, context: Sequence[str] | str | None = None,
+            columns: Mapping[str, str] | None = None, actions=None, seed: int = 0, progress: Progress = _quiet):
+    """Monitor candidates after a rollout: per-window and cumulative IPS differences to the baseline
+    with anytime-valid confidence sequences, and drift checks (ope/monitor.py). The result's
+    `exit_code` is 0 healthy, 1 regression detected, 3 not yet decided."""
+    from livegate.datasets.events import parse_duration
+    from livegate.ope.monitor import MonitorConfig, monitor as _monitor
+    cfg = MonitorConfig(every=parse_duration(every, "--every"), alpha=alpha, margins=dict(margins or {}),
+                        baseline=baseline, min_rows=min_rows, t_star=t_star, restarts=restarts, seed=seed)
+    cfg.validate()
+    inputs = load_inputs(logs, policies, rewards, context=context, columns=columns, actions=actions,
+                         progress=progress)
+    progress("monitoring")
+    return _monitor(inputs.logs, inputs.policies, inputs.rewards, cfg)
+
+
+def write_monitor_outputs(document: dict, *, out=None, report=None,
+                          protected: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """The monitor's JSON document and HTML page, written together and atomically."""
+    from livegate.datasets.io import dumps_json, write_all_atomic
+    from livegate.reports.monitor import monitor_html
+    items = [(p, data(), option) for p, data, option in
+             ((out, lambda: dumps_json(document), "--out"), (report, lambda: monitor_html(document), "--report"))
+             if p is not None]
+    return write_all_atomic(items, _guard(protected)) if items else []

@@ -39,6 +39,13 @@ EXAMPLES = {
     "report": "livegate report results.json causal.json --out report.html",
     "gate": "livegate gate --config gate.toml --report report.html --junit junit.xml",
     "demo": "livegate demo --out demo",
+    "learn": "livegate learn --logs sim/logs.parquet --reward watch_seconds --method dr --out learned.parquet \\\n"
+             "      --heldout-out heldout.parquet --result learn.json",
+    "track": "livegate track --events sim/events.parquet --out logs/ --window click=30s,watch=4h,gift=4h",
+    "monitor": "livegate monitor --logs logs/ --policy candidate=sim/policies/candidate.parquet --reward click \\\n"
+               "      --every 1d --out monitor.json --report monitor.html",
+    "replay": "livegate replay --logs logs.parquet --reward click --algorithms eps-greedy:0.1,ucb1,ts,linucb:alpha=1 \\\n"
+              "      --batch-size 100 --out replay.json --report replay.html",
     "convert": "livegate convert --format open-bandit --input obd/random/all/all.csv \\\n"
                "      --item-context obd/random/all/item_context.csv --out obd-logs.parquet",
 }
@@ -53,18 +60,58 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _progress(args) -> Callable[[str], None]:
-    """Progress on stderr when it is a terminal and --quiet is off; silent otherwise."""
+def _progress(args) -> Callable[..., None]:
+    """Progress on stderr when it is a terminal and --quiet is off; silent otherwise.
+
+    `step(message)` shows the message and the time elapsed; `step(message, done, total)` (the reward
+    model's folds, in units of work; the causal check's steps) shows a bar with the share done, the
+    time elapsed and the time left at the average rate so far (smoothing=0: the reward model's units
+    arrive in uneven bursts, a fit's at its end, which a moving average would overreact to). A thread
+    redraws the line every second, so that the clocks run during a long fit that reports nothing; it
+    stops once the returned function is gone."""
     if getattr(args, "quiet", False) or not sys.stderr.isatty():
         return lambda *_: None
+    import threading
+    import weakref
+
     from tqdm import tqdm
 
-    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, leave=False)
+    formats = {False: "{desc} [{elapsed}]", True: "{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}<{remaining}]"}
 
-    def step(message: str, *_counts) -> None:  # causal/ also passes (done, total)
-        bar.set_description_str(f"livegate: {message}")
-        bar.update(1)
-    return step
+    class Line:
+        def __init__(self):
+            self.bar, self.counted, self.lock = None, False, threading.Lock()
+
+        def __call__(self, message: str, *counts) -> None:
+            counted = len(counts) >= 2 and bool(counts[1])
+            with self.lock:
+                if self.bar is None or counted != self.counted or (counted and self.bar.total != counts[1]):
+                    if self.bar is not None:
+                        self.bar.close()
+                    self.bar = tqdm(total=counts[1] if counted else None, bar_format=formats[counted],
+                                    file=sys.stderr, leave=False, smoothing=0, dynamic_ncols=True)
+                    self.counted = counted
+                self.bar.update(max(0, counts[0] - self.bar.n) if counted else 1)
+                if self.bar.desc != f"livegate: {message}":  # a new message shows at once; counts as tqdm paces them
+                    self.bar.set_description_str(f"livegate: {message}")
+
+        def redraw(self) -> None:
+            with self.lock:
+                if self.bar is not None:
+                    self.bar.refresh()
+
+    def tick(ref: weakref.ref, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            line = ref()
+            if line is None:
+                return
+            line.redraw()
+            del line
+
+    line = Line()
+    threading.Thread(target=tick, args=(weakref.ref(line), threading.Event()), daemon=True,
+                     name="livegate-progress").start()
+    return line
 
 
 def _say(args, text: str = "") -> None:
@@ -139,7 +186,14 @@ def _check_outputs(protected=(), directory: str | None = None, **paths) -> None:
 def cmd_simulate(args) -> int:
     _check_outputs(directory=args.out)
     started = time.perf_counter()
-    if args.sessions:
+    if args.events:
+        from livegate.datasets.event_simulator import EventSimulationConfig, simulate_events, write_event_simulation
+        cfg = EventSimulationConfig(n_impressions=args.n_rounds, seed=args.seed,
+                                    degrade_after_day=args.degrade_after_day or None)
+        _progress(args)("simulating raw viewer events")
+        paths = write_event_simulation(simulate_events(cfg), args.out)
+        what = f"{cfg.n_impressions:,} impressions and their raw events over {cfg.n_days} days (seed {cfg.seed})"
+    elif args.sessions:
         from livegate.datasets.session_simulator import (SessionSimulationConfig, simulate_sessions,
                                                          write_session_simulation)
         cfg = SessionSimulationConfig(n_sessions=args.n_sessions, seed=args.seed, gamma=args.gamma)
@@ -157,6 +211,52 @@ def cmd_simulate(args) -> int:
     for key, path in paths.items():
         _say(args, f"  {key:<24} {path}")
     return EXIT_OK
+
+
+def cmd_track(args) -> int:
+    from livegate.api import track
+
+    _check_outputs([args.events], directory=args.out)
+    result = track(args.events, args.out, windows=args.window, lateness=args.lateness,
+                   missing_stop_cap=args.missing_stop_cap, session_gap=args.session_gap,
+                   memory_limit=args.memory_limit, threads=args.threads)
+    r = result.report
+    _say(args, f"tracked {r['events_in']:,} events into {r['rows_out']:,} rows over {len(r['days'])} days: "
+               f"{r['duplicates']['total']:,} duplicates, {r['unmatched']['total']:,} unmatched, "
+               f"{r['late']['total']:,} late" + ("" if r["late"]["checked"] else " (no received_at: not checked)")
+               + f", {r['outside_window']['total']:,} outside their window")
+    if r["unknown_types"]:
+        _say(args, "  ignored event types: " + ", ".join(f"{k} ({v:,})" for k, v in r["unknown_types"].items()))
+    _say(args, f"wrote {Path(args.out) / 'day=*'} and {Path(args.out) / '_tracking.json'}")
+    return EXIT_OK
+
+
+def cmd_monitor(args) -> int:
+    from livegate.api import monitor, write_monitor_outputs
+    from livegate.reports.monitor import monitor_summary
+
+    from livegate.datasets import InputError, Problem
+
+    _check_outputs(_inputs_of(args), out=args.out, report=args.report)
+    if args.q_hat or args.sessions:  # the monitored terms are per-row IPS differences
+        raise InputError(Problem("--q-hat" if args.q_hat else "--sessions", "is not supported by monitor",
+                                 fix="leave it out: monitor follows the per-row IPS difference per decision"))
+    margins = {}
+    for item in args.margin or []:
+        metric, _, value = item.partition("=")
+        try:
+            margins[metric.strip()] = float(value)
+        except ValueError:
+            raise InputError(Problem("--margin", f"cannot read '{item}'",
+                                     fix="write METRIC=LOSS, e.g. click=0.002")) from None
+    result = monitor(args.logs, _policies(args.policy), args.reward, every=args.every, alpha=args.alpha,
+                     margins=margins, baseline=args.baseline, min_rows=args.min_rows, context=args.context,
+                     columns=_columns(args), actions=args.actions, seed=args.seed, progress=_progress(args))
+    document = result.to_dict()
+    for path in write_monitor_outputs(document, out=args.out, report=args.report, protected=_inputs_of(args)):
+        _say(args, f"wrote {path}")
+    _say(args, monitor_summary(document))
+    return result.exit_code
 
 
 def cmd_convert(args) -> int:
@@ -219,7 +319,7 @@ def cmd_causal(args) -> int:
                           estimator=args.estimator, folds=args.folds, alpha=args.alpha, seed=args.seed,
                           segments=_split(args.segments), propensity=args.propensity,
                           learn_policy=bool(args.policy_out), columns=_columns(args),
-                          progress=_progress(args))
+                          estimand=args.estimand, trim=args.trim, progress=_progress(args))
     document = result.to_dict()
     if args.policy_out and result.policy is not None:
         _say(args, f"wrote {write_policy(result.policy, args.policy_out, protected=_inputs_of(args))}")
@@ -257,22 +357,81 @@ def _gate(args, config_path, keep_document: bool = False):
 
 
 def cmd_demo(args) -> int:
-    from livegate.datasets.demo import session_gate_path, write_demo_inputs
+    from livegate.datasets.demo import learn_gate_path, session_gate_path, write_demo_inputs
 
     _check_outputs(directory=args.out, report=args.report)
     out = Path(args.out)
     _progress(args)("simulating live-stream logs and viewer sessions")
-    config_path = write_demo_inputs(out, seed=args.seed, n_rounds=args.n_rounds, n_sessions=args.n_sessions)
+    config_path = write_demo_inputs(out, seed=args.seed, n_rounds=args.n_rounds, n_sessions=args.n_sessions,
+                                    learn=not args.no_learn)
     report = args.report or str(out / "report.html")
     args.report = None  # written once below, with the session chapter
     args.out, args.markdown, args.junit = str(out / "gate.json"), str(out / "summary.md"), str(out / "junit.xml")
     code, gate_document = _gate(args, config_path, keep_document=True)
     documents = [gate_document]
+    if not args.no_learn:
+        documents += _learn_chapter(args, out, learn_gate_path(out))
     if args.n_sessions:
         documents += _session_chapter(args, session_gate_path(out))
     _write(args, documents, [config_path], report=report)
     _say(args, f"report: {Path(report).resolve()}")
     return EXIT_OK if code in (EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE) else code
+
+
+def _learn_chapter(args, out: Path, config_path: Path) -> list[dict]:
+    """The demo's learning chapter: from the logs, `learn` a candidate (dr, choosing among each decision's
+    slate, candidates.parquet) on a seeded 70% of the decisions; its held-out estimate; the gate on the
+    held-out 30% (learn/gate.toml); and its exact value from the simulator. Returns the learn and gate
+    documents for the report."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from livegate.api import _guard, learn, run_gate
+    from livegate.datasets.demo import LEARN_METHOD, LEARN_REWARD, LEARN_TEST_SHARE, learned_truth
+    from livegate.datasets.gate_config import load_gate_config
+    from livegate.datasets.io import dumps_json, write_all_atomic
+    from livegate.reports.terminal import gate_summary
+
+    folder = config_path.parent
+    logs, candidates = out / "logs.parquet", out / "candidates.parquet"
+    _say(args, "\nlearning chapter: a candidate learned from the logs, evaluated and gated on decisions it never saw")
+    result = learn(logs, LEARN_REWARD, LEARN_METHOD, candidates=candidates, test_share=LEARN_TEST_SHARE,
+                   estimators=["snips"], seed=args.seed, progress=_progress(args))
+    doc = result.to_dict()
+
+    def parquet(table) -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return buffer.getvalue()
+
+    items = [(folder / "learned.parquet", parquet(result.policy_table()), "learned policy"),
+             (folder / "heldout.parquet", parquet(result.heldout_logs), "held-out logs"),
+             (folder / "learn.json", dumps_json(doc), "learn result")]
+    for path in write_all_atomic(items, _guard([logs, candidates])):
+        _say(args, f"wrote {path}")
+    split = doc["split"]
+    _say(args, f"  learned {result.name} ({doc['method']}, epsilon {doc['epsilon']:g}) on the slates of "
+               f"{split['train']['decisions']:,} decisions; held out {split['heldout']['decisions']:,}")
+    heldout = doc["heldout_evaluation"]["policies"][result.name]
+    value, diff = heldout["estimates"]["snips"], heldout["vs_baseline"]["snips"]
+    _say(args, f"  held-out estimate (snips): {value['value']:.1f} s watch time per decision "
+               f"[{value['ci_low']:.1f}, {value['ci_high']:.1f}], {diff['difference']:+.1f} s "
+               f"[{diff['ci_low']:.1f}, {diff['ci_high']:.1f}] ({diff['relative']:+.1%}) vs logging")
+    in_sample = doc["in_sample_evaluation"]["policies"][result.name]["estimates"]["snips"]
+    _say(args, f"  in-sample estimate (its own training decisions; optimistic): {in_sample['value']:.1f} s")
+    cfg = load_gate_config(config_path)
+    decision = run_gate(cfg, progress=_progress(args))
+    document = decision.to_dict()
+    _write(args, [document], cfg.inputs, out=str(folder / "gate.json"), markdown=str(folder / "summary.md"),
+           junit=str(folder / "junit.xml"))
+    _say(args, gate_summary(document))
+    truth = learned_truth(result.policy, result.heldout_logs.column("decision_id").to_numpy(), args.n_rounds, args.seed)
+    for part, label in (("heldout", "on the held-out decisions"), ("all", "on all decisions")):
+        t = truth[part]
+        _say(args, f"  true value {label} (the simulator's expected rewards): learned {t['policy']:.1f} s, "
+                   f"logging {t['logging']:.1f} s ({t['difference']:+.1f} s, {t['relative']:+.1%})")
+    return [doc, document]
 
 
 def _session_chapter(args, config_path: Path) -> list[dict]:
@@ -300,6 +459,73 @@ def _session_chapter(args, config_path: Path) -> list[dict]:
     return [per_decision, document]
 
 
+def cmd_learn(args) -> int:
+    from livegate.api import learn
+    from livegate.datasets.io import dumps_json, write_all_atomic
+    from livegate.reports.terminal import evaluation_table
+
+    protected = [args.logs, args.candidates, args.for_logs, args.for_candidates]
+    _check_outputs(protected, out=args.out, result=args.result, report=args.report, heldout_out=args.heldout_out)
+    result = learn(args.logs, args.reward, args.method, epsilon=args.epsilon, top_k=args.top_k,
+                   candidates=args.candidates, for_logs=args.for_logs, for_candidates=args.for_candidates,
+                   split=args.split, test_share=args.test_share,
+                   seed=args.seed, estimators=args.estimators, folds=args.folds, prefilter=args.prefilter,
+                   gamma=args.gamma,
+                   name=args.name, columns=_columns(args), context=args.context, progress=_progress(args))
+    import io
+
+    import pyarrow.parquet as pq
+
+    def parquet(table) -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return buffer.getvalue()
+
+    items = [(args.out, parquet(result.policy_table()), "--out")]
+    if args.heldout_out:
+        items.append((args.heldout_out, parquet(result.heldout_logs), "--heldout-out"))
+    if args.result:
+        items.append((args.result, dumps_json(result.to_dict()), "--result"))
+    if args.report:
+        from livegate.reports import render_html
+        items.append((args.report, render_html([result.to_dict()["heldout_evaluation"]]), "--report"))
+    from livegate.api import _guard
+    for path in write_all_atomic(items, _guard(protected)):
+        _say(args, f"wrote {path}")
+    doc = result.to_dict()
+    split = doc["split"]
+    unit = "sessions" if doc["level"] == "session" else "decisions"
+    _say(args, f"learned {args.name} ({doc['method']}, reward {doc['reward']}, epsilon {doc['epsilon']:g}"
+               f"{', top ' + str(doc['top_k']) if doc['top_k'] else ''}) on {split['train'][unit]:,} {unit} "
+               f"({split['rule']} split, seed {args.seed}); held out {split['heldout'][unit]:,}")
+    _say(args, "\nHELD-OUT evaluation (decisions the policy never saw):")
+    _say(args, evaluation_table(doc["heldout_evaluation"]))
+    in_sample = doc["in_sample_evaluation"]["policies"][args.name]["estimates"]
+    _say(args, f"in-sample {doc['reward']} (the training decisions; optimistic, for comparison only): "
+               + ", ".join(f"{e} {v['value']:.4g}" for e, v in in_sample.items()))
+    for warning in doc["warnings"]:
+        _say(args, f"warning: {warning}")
+    return EXIT_OK
+
+
+def cmd_replay(args) -> int:
+    from livegate.api import _guard, replay
+    from livegate.datasets.io import dumps_json, write_all_atomic
+    from livegate.reports.replay import render_replay_html, replay_summary
+
+    _check_outputs([args.logs, args.candidates], out=args.out, report=args.report)
+    document = replay(args.logs, args.reward, args.algorithms, batch_size=args.batch_size, runs=args.runs,
+                      periods=args.periods, bootstrap=not args.no_bootstrap, seed=args.seed, alpha=args.alpha,
+                      candidates=args.candidates,
+                      context=args.context, columns=_columns(args), progress=_progress(args))
+    items = [(path, render(document), option) for path, render, option in
+             ((args.out, dumps_json, "--out"), (args.report, render_replay_html, "--report")) if path]
+    for path in write_all_atomic(items, _guard([args.logs, args.candidates])) if items else []:
+        _say(args, f"wrote {path}")
+    _say(args, replay_summary(document))
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 #: The largest --seed: datasets.gate_config.MAX_SEED (a test keeps them equal), written out here so that
@@ -315,6 +541,25 @@ def _seed(text: str) -> int:
         value = None
     if value is None or not 0 <= value <= _MAX_SEED:
         raise argparse.ArgumentTypeError(f"'{text}' is not a seed: use an integer from 0 to {_MAX_SEED:,}")
+    return value
+
+
+#: livegate.causal.estimands.ESTIMANDS, written out so that building the parser imports nothing (a test keeps
+#: them equal).
+_ESTIMANDS = ("ate", "att", "atc", "ato")
+
+
+def _trim(text: str):
+    """argparse type of causal --trim: a number in (0, 0.5), or "crump"."""
+    if text.strip().lower() == "crump":
+        return "crump"
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a trimming threshold: use a number in (0, 0.5), e.g. "
+                                         "0.01, or crump")
     return value
 
 
@@ -368,7 +613,8 @@ def _column_option(p) -> None:
 
 
 def _add_simulate(sub) -> None:
-    p = _command(sub, "simulate", "Write simulated live-stream logs, candidate policies and their exact values.")
+    p = _command(sub, "simulate", "Write simulated live-stream logs, candidate policies and their exact values, and each "
+                                  "decision's slate (the streams on air it chose from) as candidates.parquet.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--n-rounds", type=int, default=50_000, help="logged decisions")
     p.add_argument("--n-streams", type=int, default=200, help="live streams (actions)")
@@ -380,6 +626,12 @@ def _add_simulate(sub) -> None:
     p.add_argument("--n-sessions", type=int, default=20_000, help="viewer sessions (with --sessions)")
     p.add_argument("--gamma", type=float, default=1.0, help="discount of the session values in truth.json "
                                                             "(with --sessions)")
+    p.add_argument("--events", action="store_true",
+                   help="write raw viewer events instead (impressions, clicks, watch start/stop/heartbeats, gifts, "
+                        "follows; with duplicates, late events and missing stops), the exact feedback table track "
+                        "must build from them, and a candidate for monitor; --n-rounds impressions")
+    p.add_argument("--degrade-after-day", type=int, default=4,
+                   help="with --events: the candidate degrades from the day after this one (0: never)")
     p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
     p.set_defaults(func=cmd_simulate)
 
@@ -392,6 +644,7 @@ def _add_validate(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     from livegate.ope import ESTIMATOR_NAMES
+    from livegate.datasets.gate_config import DEFAULT_CI
     from livegate.ope.inference import CI_METHODS
     from livegate.ope.session_estimators import SESSION_ESTIMATOR_NAMES
 
@@ -400,12 +653,17 @@ def _add_evaluate(sub) -> None:
     _logs_options(p, policy_required=True)
     p.add_argument("--estimators",
                    help=f"comma-separated identifiers, from: {', '.join(ESTIMATOR_NAMES)}; hyperparameters as "
-                        "ips:clip=50, switch-dr:tau=10, dr-os:lambda=100, pm-ips:lambda=0.1, mips:self_normalised=true. "
+                        "ips:clip=50, switch-dr:tau=10, dr-os:lambda=100, pm-ips:lambda=0.1, mips:self_normalised=true; "
+                        "DM/DR with model=constant use the mean reward per position as the reward model. "
+                        "'auto' chooses one per policy and metric from the data (SLOPE) and reports why. "
                         f"With --sessions: {', '.join(SESSION_ESTIMATOR_NAMES)} (pdis:clip=100, dr:clip=100, ...). "
                         "Default: ips,snips,dr; with --sessions pdis,wpdis,wdr")
     p.add_argument("--gamma", type=float, default=1.0,
                    help="discount of session returns, sum_t gamma^t r_t (with --sessions; 1.0 = total per session)")
-    p.add_argument("--ci", default="normal", help=f"interval method: {' | '.join(CI_METHODS)}")
+    p.add_argument("--ci", default=DEFAULT_CI,
+                   help=f"interval method: {' | '.join(CI_METHODS)} (default {DEFAULT_CI}: the normal interval, with an "
+                        "end set by Cantelli's inequality or left open where its side of the terms is too skewed or "
+                        "too sparse)")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of the intervals")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (--ci bootstrap)")
     p.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
@@ -437,6 +695,14 @@ def _add_causal(sub) -> None:
                                       "modifiers when the default segment columns are absent)")
     p.add_argument("--propensity", metavar="COLUMN", help="logged P(treatment = 1 | x), used instead of estimating it")
     p.add_argument("--estimator", default="linear_dml", help="linear_dml | causal_forest | dr_learner")
+    p.add_argument("--estimand", default="ate", choices=_ESTIMANDS, metavar="{" + ",".join(_ESTIMANDS) + "}",
+                   help="the population the effect is averaged over: all rows (ate), the treated (att), the "
+                        "untreated (atc) or the overlap population (ato); with poor overlap the data may support "
+                        "only att and ato (default: ate)")
+    p.add_argument("--trim", type=_trim, metavar="A|crump",
+                   help="drop the rows with P(treatment=1|x) outside [A, 1-A] before estimating, A in (0, 0.5), or "
+                        "choose A by the Crump et al. 2009 rule (crump); the rows dropped are counted by arm "
+                        "(default: no trimming)")
     p.add_argument("--folds", type=int, default=3, help="cross-fitting folds")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
     p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
@@ -448,8 +714,10 @@ def _add_causal(sub) -> None:
 
 
 def _add_report(sub) -> None:
-    p = _command(sub, "report", "Render result documents (evaluation, causal, gate) into one self-contained HTML report.")
-    p.add_argument("results", nargs="+", metavar="RESULT.json", help="documents written by evaluate, causal or gate")
+    p = _command(sub, "report", "Render result documents (evaluation, causal, gate, learn, replay) into one "
+                                "self-contained HTML report.")
+    p.add_argument("results", nargs="+", metavar="RESULT.json",
+                   help="documents written by evaluate, causal, gate, learn (--result) or replay (--out)")
     p.add_argument("--out", required=True, help="HTML file")
     p.add_argument("--markdown", help="also write a Markdown summary")
     p.set_defaults(func=cmd_report)
@@ -475,15 +743,120 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+def _add_track(sub) -> None:
+    p = _command(sub, "track", "Build contract logs from raw viewer events (impressions, clicks, watch, gifts, "
+                               "follows): attribution windows, deduplication, late events (docs/events.md).")
+    p.add_argument("--events", required=True, help="Parquet file or directory of raw events")
+    p.add_argument("--out", required=True, help="output directory: Parquet partitioned by day, and _tracking.json")
+    p.add_argument("--window", metavar="TYPE=DURATION,...",
+                   help="attribution windows after the impression (default click=30s,watch=4h,gift=4h,follow=4h)")
+    p.add_argument("--lateness", default="1h", help="allowed lateness past the longest window before a row closes")
+    p.add_argument("--missing-stop-cap", default="1h", help="watch time without a stop: to the last heartbeat, "
+                                                            "at most this")
+    p.add_argument("--session-gap", default="30m", help="inactivity that starts a new session (without session_id)")
+    p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory limit; beyond it, joins spill to disk")
+    p.add_argument("--threads", type=int, help="DuckDB threads (default: the cores)")
+    p.set_defaults(func=cmd_track)
+
+
+def _add_monitor(sub) -> None:
+    p = _command(sub, "monitor", "Monitor candidates after a rollout with anytime-valid confidence sequences and "
+                                 "drift checks (exit 0 healthy, 1 regression, 3 not yet decided).")
+    _logs_options(p, policy_required=True)
+    p.add_argument("--every", default="1d", help="window width: 1d, 6h, 30m, ...")
+    p.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate over all looks, candidates and metrics")
+    p.add_argument("--margin", action="append", metavar="METRIC=LOSS",
+                   help="tolerated loss: a regression is a difference below -LOSS (default 0)")
+    p.add_argument("--baseline", default="logging", help="policy the candidates are compared with")
+    p.add_argument("--min-rows", type=int, default=200, help="rows before a confidence sequence may decide")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
+    p.add_argument("--out", help="result JSON (livegate.monitor/1)")
+    p.add_argument("--report", help="HTML page with the time-series charts")
+    p.set_defaults(func=cmd_monitor)
+
+
 def _add_demo(sub) -> None:
     p = _command(sub, "demo", "Simulate, evaluate, run the causal check, gate and write the report, in one go.")
     p.add_argument("--out", default="livegate-demo", help="output directory")
     p.add_argument("--n-rounds", type=int, default=50_000, help="simulated decisions")
     p.add_argument("--n-sessions", type=int, default=20_000,
                    help="simulated viewer sessions of the session chapter (0: no session chapter)")
+    p.add_argument("--no-learn", action="store_true",
+                   help="leave out the learning chapter (learn a candidate from the logs, gate it on held-out decisions)")
     p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
     p.add_argument("--report", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
+
+
+def _add_learn(sub) -> None:
+    from livegate.ope.learn import DECISION_METHODS, SESSION_METHODS
+
+    p = _command(sub, "learn", "Learn a candidate policy from the logs on one part of the decisions, and evaluate it "
+                               "on the held-out rest.")
+    p.add_argument("--logs", required=True, help="Parquet file or directory of logged feedback (with decision_id)")
+    p.add_argument("--reward", action="append", metavar="SPEC",
+                   help="reward to maximise (the first) and to evaluate on (repeatable; default: those of "
+                        "watch_seconds, click, gift_value present)")
+    p.add_argument("--method", default="dr",
+                   help=f"learner: {', '.join(DECISION_METHODS)}; for viewer sessions (session_id, step) "
+                        f"{', '.join(SESSION_METHODS)}; with parameters as plugin:temperature=5, dr:l2=0.001, "
+                        "poem:lambda=0.5,clip=100, pessimistic-fqi:kappa=0.1 (sources in ope/learn/)")
+    p.add_argument("--gamma", type=float, default=1.0, help="discount of session returns (fqi, pessimistic-fqi)")
+    p.add_argument("--out", required=True, help="the learned policy (long-format Parquet; records its training rows)")
+    p.add_argument("--epsilon", type=float, default=0.1,
+                   help="exploration floor: this share of the mass spread uniformly over each decision's kept streams")
+    p.add_argument("--top-k", type=int, help="keep only each decision's k most probable streams (sparse policy)")
+    p.add_argument("--candidates", metavar="PATH",
+                   help="Parquet (decision_id, action): the streams each decision could show, e.g. those on air "
+                        "(default: the logs' streams, narrowed to --prefilter by the reward model)")
+    p.add_argument("--prefilter", type=int, default=50,
+                   help="without --candidates, the reward model's best streams per decision to choose among")
+    p.add_argument("--for", dest="for_logs", metavar="LOGS",
+                   help="write the policy for the decisions of these logs (same context columns) instead")
+    p.add_argument("--for-candidates", metavar="PATH", help="the candidate streams of the --for decisions "
+                                                            "(default: --candidates)")
+    p.add_argument("--split", default="random", choices=["random", "time"],
+                   help="held-out split by decision: random (a seeded hash of decision_id) or time (the latest)")
+    p.add_argument("--test-share", type=float, default=0.3, help="share of the decisions held out for evaluation")
+    p.add_argument("--estimators", help="estimators of the held-out evaluation (default: snips,dr; for sessions "
+                                        "pdis,wpdis,wdr)")
+    p.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
+    p.add_argument("--name", default="learned", help="the policy's name in the results")
+    p.add_argument("--seed", type=_seed, default=0, help=f"seed of the split, folds and models, 0 to {_MAX_SEED:,}")
+    _column_option(p)
+    p.add_argument("--context", help="context columns, comma-separated, globs allowed (default: x_*)")
+    p.add_argument("--result", help="result JSON (livegate.learn/1)")
+    p.add_argument("--report", help="HTML report of the held-out evaluation")
+    p.add_argument("--heldout-out", metavar="PATH",
+                   help="write the held-out rows as logs (Parquet), for livegate evaluate / gate")
+    p.set_defaults(func=cmd_learn)
+
+
+def _add_replay(sub) -> None:
+    p = _command(sub, "replay", "Replay online bandit algorithms (epsilon-greedy, UCB1, Thompson sampling, LinUCB) "
+                                "through the logs and draw their reward curves.")
+    p.add_argument("--logs", required=True, help="Parquet file or directory of logged feedback")
+    p.add_argument("--reward", action="append", metavar="SPEC",
+                   help="the reward the algorithms learn from (the first; default: watch_seconds, click or "
+                        "gift_value, the first present)")
+    p.add_argument("--algorithms", default="eps-greedy:0.1,ucb1,ts,linucb:alpha=1",
+                   help="comma-separated: eps-greedy:EPSILON, ucb1[:c=RANGE], ts, linucb[:alpha=A]")
+    p.add_argument("--batch-size", type=int, default=1, help="accepted events between two updates of an algorithm")
+    p.add_argument("--runs", type=int, default=10, help="replays per algorithm (the bands are their spread)")
+    p.add_argument("--periods", type=int, default=20, help="periods of the logged stream the curves are cut into")
+    p.add_argument("--no-bootstrap", action="store_true",
+                   help="replay the logs as they are in every run (default: each run on a Poisson bootstrap "
+                        "resample, so that the bands include the logs' sampling noise)")
+    p.add_argument("--alpha", type=float, default=0.05, help="the bands span the alpha/2 .. 1 - alpha/2 quantiles")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {_MAX_SEED:,}")
+    _column_option(p)
+    p.add_argument("--context", help="context columns for LinUCB, comma-separated, globs allowed (default: x_*)")
+    p.add_argument("--candidates", metavar="PATH",
+                   help="Parquet (decision_id, action): the streams each decision could show, e.g. those on air; the "
+                        "algorithms choose among them (default: every logged stream)")
+    p.add_argument("--out", help="result JSON (livegate.replay/1)")
+    p.add_argument("--report", help="HTML page with the reward curves")
+    p.set_defaults(func=cmd_replay)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,7 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for add in (_add_simulate, _add_validate, _add_evaluate, _add_causal, _add_report, _add_gate, _add_convert,
-                _add_demo):
+                _add_demo, _add_learn, _add_track, _add_monitor, _add_replay):
         add(sub)
     return parser
 

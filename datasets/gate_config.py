@@ -13,6 +13,10 @@ from .schema import LogSchema, is_policy_name
 RULES = ("improves", "non_inferior")
 OUTPUT_KEYS = ("out", "report", "markdown", "junit")
 LEVELS = ("decision", "session")
+#: The interval method of `evaluate` and of the gate when none is given (one constant for both; the
+#: methods are in livegate.ope.inference). "robust": the normal interval, with each end that the
+#: terms' tail on that side cannot support left open (benchmarks/README_coverage.md)
+DEFAULT_CI = "robust"
 #: the largest seed: every random generator livegate seeds (NumPy, scikit-learn's random_state, which
 #: also gets seed + fold) accepts it
 MAX_SEED = 2**31 - 1
@@ -73,6 +77,10 @@ class CausalRequirement:
     estimator: str = "linear_dml"
     #: refutations that must pass; None: every refutation the check ran
     refutations: tuple[str, ...] | None = None
+    #: the population of the effect: "ate", "att", "atc" or "ato" (livegate.causal.estimands)
+    estimand: str = "ate"
+    #: trimming: None, a threshold in (0, 0.5) or "crump"
+    trim: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class GateConfig:
     rewards: dict[str, RewardSpec]
     estimator: str = "snips"
     alpha: float = 0.05
-    ci: str = "normal"
+    ci: str = DEFAULT_CI
     seed: int = 0
     n_boot: int = 1000
     baseline: str = "logging"
@@ -183,7 +191,7 @@ KNOWN_KEYS = {"data": {"logs", "q_hat", "actions", "context", "columns"},
                              "gamma"},
               "diagnostics": set(DIAGNOSTICS_DEFAULTS),
               "causal": {"required", "treatment", "outcome", "logs", "confounders", "effect_modifiers",
-                         "estimator", "refutations"},
+                         "estimator", "refutations", "estimand", "trim"},
               "candidate": {"name", "policy"},
               "criterion": {"metric", "rule", "min_effect", "margin", "relative"}}
 KNOWN_TABLES = ("data", "evaluation", "candidate", "criterion", "diagnostics", "causal", "output", "rewards",
@@ -405,13 +413,16 @@ def _evaluation(r: _Reader, candidate_names: list[str]) -> dict:
     # horizon that per-decision IS suffers; per decision, self-normalised IPS needs no reward model
     estimator = r.get(evaluation, section, "estimator", str, default="wdr" if level == "session" else "snips")
     name = str(estimator).split(":")[0].strip()
+    if level == "session" and name == "auto":
+        r.problem('[evaluation] estimator = "auto" chooses among the per-decision estimators; session-level '
+                  "evaluation has no automatic choice yet", fix='use "wdr" (or leave estimator out)')
     if level == "session" and name in ("fqe", "mis"):
         model = "Q function" if name == "fqe" else "state density ratios"
         r.problem(f'[evaluation] estimator = "{name}" cannot gate: its interval does not include the error of its '
                   f"fitted {model}", fix='use "wdr" or "dr" (doubly robust: fitted Q plus importance weights, '
                   "unbiased whatever the Q function)")
     return {"estimator": estimator,
-            "alpha": alpha, "ci": r.get(evaluation, section, "ci", str, default="normal"), "seed": int(seed),
+            "alpha": alpha, "ci": r.get(evaluation, section, "ci", str, default=DEFAULT_CI), "seed": int(seed),
             "n_boot": int(r.get(evaluation, section, "n_boot", int, default=1000)), "baseline": baseline,
             "max_weight": max_weight, "level": level, "gamma": gamma}
 
@@ -453,13 +464,24 @@ def _causal(r: _Reader, logs: Path | None) -> CausalRequirement | None:
                   fix='write e.g. refutations = ["placebo_treatment", "random_common_cause", "data_subset"]')
         refutations = None
     estimator = r.text(ctab, "causal", "estimator", default="linear_dml", what="an estimator name")
+    # the estimand's name is checked against livegate.causal's list before any data is read (api.py)
+    estimand = r.text(ctab, "causal", "estimand", default="ate", what='an estimand: "ate", "att", "atc" or "ato"')
+    trim = r.get(ctab, "causal", "trim", (int, float, str))
+    trim_fix = 'write e.g. trim = 0.01 (rows with a propensity outside [0.01, 0.99] are dropped) or trim = "crump"'
+    if isinstance(trim, str) and trim != "crump":
+        r.problem(f"[causal] trim = {trim!r} is not a threshold", fix=trim_fix)
+        trim = None
+    elif trim is not None and not isinstance(trim, str) and not (math.isfinite(trim) and 0 < trim < 0.5):
+        r.problem(f"[causal] trim = {trim!r} is not in (0, 0.5)", fix=trim_fix)
+        trim = None
     if not (required and treatment and outcome and clogs):
         return None
     return CausalRequirement(treatment=treatment, outcome=outcome, logs=clogs,
                              confounders=tuple(confounders) if confounders else None,
                              effect_modifiers=tuple(modifiers) if modifiers else None,
                              estimator=estimator,
-                             refutations=tuple(refutations) if refutations is not None else None)
+                             refutations=tuple(refutations) if refutations is not None else None,
+                             estimand=estimand, trim=float(trim) if isinstance(trim, (int, float)) else trim)
 
 
 def _outputs(r: _Reader) -> dict[str, Path]:

@@ -19,7 +19,7 @@ from livegate.datasets import LoggedData, PolicyTable, RewardPredictions, loggin
 from livegate.datasets.rewards import RewardSpec
 from livegate.datasets.schema import COMPACT_QPI_PREFIX, LOGGING_POLICY
 
-from . import inference
+from . import inference, selection
 from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
 
@@ -30,9 +30,10 @@ DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("pdis", "w
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    #: estimator identifiers; None: the level's defaults (DEFAULT_ESTIMATORS)
+    #: estimator identifiers; None: the level's defaults (DEFAULT_ESTIMATORS); "auto" chooses one per
+    #: policy and metric from the data (ope/selection.py)
     estimators: tuple[str, ...] | None = None
-    ci: str = "normal"
+    ci: str = inference.DEFAULT_CI  # the gate's default too (datasets/gate_config.py)
     alpha: float = 0.05
     n_boot: int = 1000
     seed: int = 0
@@ -94,6 +95,15 @@ class EvaluationConfig:
             problems.append(Problem("--estimators", "no estimator given", fix="e.g. --estimators ips,snips,dr"))
         specs = []
         for identifier in self.estimators:
+            if isinstance(identifier, str) and identifier.strip() == selection.AUTO:
+                if self.level == "session":
+                    problems.append(Problem("--estimators", "'auto' chooses among the per-decision estimators; "
+                                            "session-level evaluation has no automatic choice yet",
+                                            fix="name session estimators, e.g. --estimators wdr (gate.toml: "
+                                                "estimator = \"wdr\")"))
+                # a placeholder: its terms are the chosen candidate's (evaluate(), _metric_terms)
+                specs.append(EstimatorSpec(identifier=selection.AUTO, name=selection.AUTO))
+                continue
             try:
                 specs.append(parse_estimator(identifier, self.level if self.level in LEVELS else "decision"))
             except InputError as exc:
@@ -128,6 +138,8 @@ class EvaluationResult:
     warnings: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)  # livegate_version, inputs, seed: filled by the caller
     engines: dict[str, "IntervalEngine"] = field(default_factory=dict, repr=False)  # not serialised
+    #: metric -> the `auto` choices of every policy (ope/selection.py), which the gate tests; not serialised
+    selections: dict[str, "selection.MetricChoices"] = field(default_factory=dict, repr=False)
 
     @property
     def primary_metric(self) -> str:
@@ -169,6 +181,8 @@ class EvaluationResult:
                "metrics": metrics, "metric_definitions": self.metric_definitions,
                "level": self.config.level, "gamma": self.config.gamma if self.config.level == "session" else None,
                "time_windows": self.time_windows, "warnings": self.warnings}
+        if selection.AUTO in self.config.estimators:
+            doc["selection"] = selection.describe(self.config.ci)  # how `auto` chose, once per document
         doc.update(self.provenance)
         return doc
 
@@ -232,8 +246,10 @@ def _data_summary(logs: LoggedData, rewards: Mapping[str, np.ndarray]) -> dict:
 
 
 def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], reward: np.ndarray,
-                       q_hat: RewardPredictions | None, cfg: EvaluationConfig):
-    """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns or a cross-fitted model."""
+                       q_hat: RewardPredictions | None, cfg: EvaluationConfig,
+                       progress: Callable[..., None] | None = None, metric: str | None = None):
+    """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns or a cross-fitted model.
+    `progress(message, done, total)` (or a one-argument `progress(message)`) follows the model's folds."""
     # the logging policy's model term is the prediction at the logged action, q_logged
     long_form = {name: p for name, p in policies.items() if not p.compact and name != LOGGING_POLICY}
     if q_hat is not None or "q_hat" in logs.extra:
@@ -252,12 +268,26 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
         return q_logged, q_pi, None
     if logs.n_context_columns == 0:
         return None, {}, None
-    from .reward_model import fit_reward_model  # scikit-learn is imported only when a model is fitted
-    fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward,
-                           {name: (p.row, p.action_code) for name, p in long_form.items()},
+    # scikit-learn is imported only when a model is fitted
+    from .reward_model import counted_progress, fit_reward_model
+    # pairs a policy gives probability 0 need no prediction (a policy whose every pair counts keeps its
+    # arrays, so that policies listing the same pairs share their predictions)
+    listed = {name: None if bool(np.all(p.prob > 0)) else np.flatnonzero(p.prob > 0)
+              for name, p in long_form.items()}
+    pairs = {name: (p.row, p.action_code) if listed[name] is None
+             else (p.row[listed[name]], p.action_code[listed[name]]) for name, p in long_form.items()}
+    step = counted_progress(progress, f"for {metric}" if metric else "")
+    fit = fit_reward_model(logs.context, logs.action_code, len(logs.actions), reward, pairs,
                            groups=logs.decision_code, n_folds=cfg.n_folds, seed=cfg.seed,
-                           action_features=logs.action_features, model=cfg.reward_model)
-    q_pi = {name: long_form[name].expected(fit.q_policy[name], logs.n) for name in long_form}
+                           action_features=logs.action_features, model=cfg.reward_model,
+                           position=logs.position, progress=step)
+    q_pi = {}
+    for name, p in long_form.items():
+        q = fit.q_policy[name]
+        if listed[name] is not None:
+            q = np.zeros(len(p.row))
+            q[listed[name]] = fit.q_policy[name]
+        q_pi[name] = p.expected(q, logs.n)
     q_pi[LOGGING_POLICY] = fit.q_logged
     return fit.q_logged, q_pi, fit.quality
 
@@ -311,14 +341,18 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     engines: dict[str, IntervalEngine] = {}
     warnings: list[str] = []
     qualities: dict[str, dict | None] = {}
+    choices: dict[str, selection.MetricChoices | None] = {}
     try:
         for spec in rewards:
             metric = spec.name
-            all_terms[metric], qualities[metric] = _metric_terms(
+            all_terms[metric], qualities[metric], choices[metric] = _metric_terms(
                 metric, reward_arrays[metric], logs, all_policies, weights, category_weights, specs,
                 (q_hat or {}).get(metric), config, step, warnings)
-            engines[metric] = IntervalEngine(all_terms[metric], config)
+            engines[metric] = IntervalEngine(all_terms[metric], config,
+                                             value_range=_reward_range(metric, reward_arrays[metric], config))
             results[metric] = _intervals(engines[metric], config)
+            if choices[metric]:
+                _auto_entries(results[metric], choices[metric], engines[metric], config)
             if any(e.get("ci_method") == "bernstein-observed-range"
                    for r in results[metric].values() for e in r.estimates.values()):
                 warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
@@ -337,7 +371,21 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     return EvaluationResult(config=config, data=summarised.result(), baseline=config.baseline,
                             metrics=results, metric_definitions={spec.name: spec.expression for spec in rewards},
                             time_windows=windows, warnings=list(dict.fromkeys(warnings)),
-                            engines=engines)
+                            engines=engines, selections={m: c for m, c in choices.items() if c})
+
+
+def _auto_entries(results: dict[str, PolicyResult], choices: selection.MetricChoices, engine: "IntervalEngine",
+                  config: EvaluationConfig) -> None:
+    """Replace the `auto` entries with the choices' estimates and intervals: the value's choice per
+    policy and the paired difference's own. The terms they read (the chosen candidates' and the
+    anchors') get an engine of their own, like the metric's `engine` (its value range), which the gate
+    asks again at Holm's levels."""
+    choices.set_engine(IntervalEngine(choices.terms, config, value_range=getattr(engine, "value_range", None)))
+    for name, result in results.items():
+        result.estimates[selection.AUTO] = selection.auto_estimate(choices.value[name], config.alpha)
+        result.vs_baseline.pop(selection.AUTO, None)
+        if name in choices.difference:
+            result.vs_baseline[selection.AUTO] = selection.auto_difference(choices.difference[name], config.alpha)
 
 
 def _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress) -> EvaluationResult:
@@ -371,29 +419,39 @@ def _check_max_weight(weights: Mapping[str, np.ndarray], bound: float) -> None:
 def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: Mapping[str, PolicyTable],
                   weights: Mapping[str, np.ndarray], category_weights: Mapping[str, np.ndarray | None],
                   specs: Sequence[EstimatorSpec], q_hat: RewardPredictions | None, config: EvaluationConfig,
-                  step: Callable[[str], None], warnings: list[str]) -> tuple[dict[str, dict[str, Terms]], dict | None]:
-    """Every (policy, estimator)'s per-row terms for one metric, and the reward model's quality."""
+                  step: Callable[[str], None], warnings: list[str]
+                  ) -> tuple[dict[str, dict[str, Terms]], dict | None, selection.MetricChoices | None]:
+    """Every (policy, estimator)'s per-row terms for one metric, the reward model's quality, and with
+    `auto` every policy's choice (its terms are the chosen candidate's)."""
     q_logged = q_pi = quality = None
-    if any(s.needs_model for s in specs):
+    auto = any(s.name == selection.AUTO for s in specs)
+    no_model = _auto_model_note(logs, q_hat, config) if auto else None
+    if any(s.needs_model for s in specs) or (auto and no_model is None):
         step(f"reward model for {metric}")
-        q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config)
+        q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config, progress=step, metric=metric)
     step(f"estimating {metric}")
     reward_range = _reward_range(metric, reward, config)
     if reward_range is not None and q_logged is not None:
         # a model may extrapolate past the reward's range; inside it DR's terms stay bounded
         q_logged = np.clip(q_logged, *reward_range)
         q_pi = {k: np.clip(v, *reward_range) for k, v in q_pi.items()}
+    q_constant = _constant_model(reward, logs) \
+        if auto or any(s.params.get("model") == "constant" for s in specs) else None
     terms: dict[str, dict[str, Terms]] = {}
+    all_inputs: dict[str, RowInputs] = {}
     for name in policies:
         # a weight bound from the data (1 / smallest propensity) would make "guaranteed" a claim about
         # the sample: without a configured bound the Bernstein interval says it uses the observed range
-        inputs = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
+        inputs = all_inputs[name] = RowInputs(reward=reward, weight=weights[name], q_logged=q_logged,
                            q_pi=None if q_pi is None else q_pi.get(name),
                            category_weight=category_weights.get(name), alpha=config.alpha, reward_range=reward_range,
                            max_weight=1.0 if name == LOGGING_POLICY else config.max_weight,
-                           unit_weight=name == LOGGING_POLICY)
+                           unit_weight=name == LOGGING_POLICY, q_constant=q_constant)
         terms[name] = {}
         for s in specs:
+            if s.name == selection.AUTO:
+                terms[name][s.identifier] = None  # its place in the order; the chosen candidate's terms below
+                continue
             if s.needs_model and inputs.q_pi is None:
                 warnings.append(f"{s.identifier} skipped for '{name}': no reward-model prediction under it "
                                 f"(compact form without {COMPACT_QPI_PREFIX}{name}).")
@@ -403,7 +461,40 @@ def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: M
                                 f"{config.category_propensity_column} columns and a long-format policy.")
                 continue
             terms[name][s.identifier] = s.terms(inputs)
-    return terms, quality
+    if not auto:
+        return terms, quality, None
+    step(f"choosing the estimator for {metric}")
+    no_model = no_model if q_logged is None else selection.model_verdict(quality, reward, q_logged)
+    computed = {name: {k: t for k, t in by_est.items() if t is not None} for name, by_est in terms.items()}
+    choices = selection.choose(all_inputs, config.baseline, model_note=no_model, ratios=config.ci != "bernstein",
+                               alpha=config.alpha, seed=config.seed, method=selection.method_for(config.ci),
+                               computed=computed)
+    for name, choice in choices.value.items():
+        terms[name][selection.AUTO] = choices.terms[name][choice.chosen]
+    return terms, quality, choices
+
+
+def _constant_model(reward: np.ndarray, logs: LoggedData) -> np.ndarray:
+    """The constant reward model per row, model=constant: the mean reward at the row's position (the
+    constant a fitted model's held-out quality is compared with), the overall mean without positions."""
+    if logs.n_positions > 1:
+        count = np.bincount(logs.position, minlength=logs.n_positions)
+        means = np.bincount(logs.position, weights=reward, minlength=logs.n_positions) / np.maximum(count, 1)
+        return means[logs.position]
+    return np.full(len(reward), float(np.mean(reward)) if len(reward) else 0.0)
+
+
+def _auto_model_note(logs: LoggedData, q_hat: RewardPredictions | None, config: EvaluationConfig) -> str | None:
+    """Why `auto` has no reward model for a metric (None: it has one). Unlike a named dm or dr, a
+    missing model is no error: the automatic choice is then among the estimators without one."""
+    if q_hat is not None or "q_hat" in logs.extra:
+        return None
+    if logs.n_context_columns == 0:
+        return "no reward model (the logs have no context columns and no --q-hat was given)"
+    n_units = int(logs.decision_code.max()) + 1 if logs.decision_code is not None and logs.n else logs.n
+    if n_units < max(config.n_folds, 2):
+        return f"too few decisions ({n_units:,}) to cross-fit the reward model over {config.n_folds} folds"
+    return None
 
 
 def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarray) -> dict:
@@ -423,13 +514,18 @@ def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarra
 class IntervalEngine:
     """Intervals of any contrast of one metric's (policy, estimator) terms, at any level.
 
-    Keeps the per-row terms (and, for the bootstrap, the replicate matrix, drawn once), so that
-    the gate can ask again at a multiplicity-adjusted level without touching the data."""
+    Keeps the per-row terms (and, for the bootstrap, the replicate matrix, drawn once; for robust
+    intervals, each contrast's tail shape, computed once), so that the gate can ask again at a
+    multiplicity-adjusted level without touching the data. `value_range`: the range every policy's
+    value lies in (a 0/1 reward's [0, 1], a configured reward range), which every interval respects
+    (inference.within_range); None when unknown."""
 
-    def __init__(self, terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig):
-        self.terms, self.cfg = terms, cfg
+    def __init__(self, terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig,
+                 value_range: tuple[float, float] | None = None):
+        self.terms, self.cfg, self.value_range = terms, cfg, value_range
         self.flat = [(p, e) for p, by_est in terms.items() for e in by_est]
         self.position = {key: i for i, key in enumerate(self.flat)}
+        self._shapes: dict[tuple, inference.TailShape] = {}
         self.replicates = None
         if cfg.ci == "bootstrap" and self.flat:
             self.replicates = inference.bootstrap_replicates([terms[p][e] for p, e in self.flat], cfg.n_boot, cfg.seed)
@@ -446,25 +542,40 @@ class IntervalEngine:
             weights[self.position[key]] += c
         return weights
 
+    def tail_shape(self, keys: list[tuple[str, str]], coefs: list[float]) -> inference.TailShape:
+        """The contrast's `TailShape` (one pass over the rows, then cached: the gate asks again)."""
+        key = (tuple(keys), tuple(float(c) for c in coefs))
+        if key not in self._shapes:
+            self._shapes[key] = self.covariance.tail_shape([self.position[k] for k in keys], coefs)
+        return self._shapes[key]
+
     def interval(self, keys: list[tuple[str, str]], coefs: list[float], alpha: float) -> inference.Interval:
         ts = [self.terms[p][e] for p, e in keys]
         if self.cfg.ci == "bootstrap":
-            return inference.bootstrap_interval(self.replicates, self._replicate_coefs(keys, coefs),
-                                                inference.contrast_value(ts, coefs), alpha)
-        if self.cfg.ci == "bernstein":
-            return inference.bernstein_interval(ts, coefs, alpha)
-        return self.covariance.interval([self.position[k] for k in keys], coefs, alpha)
+            iv = inference.bootstrap_interval(self.replicates, self._replicate_coefs(keys, coefs),
+                                              inference.contrast_value(ts, coefs), alpha)
+        elif self.cfg.ci == "bernstein":
+            iv = inference.bernstein_interval(ts, coefs, alpha)
+        else:
+            iv = self.covariance.interval([self.position[k] for k in keys], coefs, alpha)
+            if self.cfg.ci == "robust":
+                iv = inference.robust_interval(iv.value, iv.se, self.tail_shape(keys, coefs), alpha)
+        return inference.within_range(iv, inference.contrast_range(self.value_range, coefs))
 
     def p_value(self, keys: list[tuple[str, str]], coefs: list[float], null: float) -> float:
         """The smallest alpha at which `interval(keys, coefs, alpha)` excludes `null` (NaN if undefined):
         the p-value that orders Holm's tests consistently with the intervals that decide them."""
         ts = [self.terms[p][e] for p, e in keys]
         if self.cfg.ci == "bootstrap":
-            return inference.bootstrap_p_value(self.replicates, self._replicate_coefs(keys, coefs), null)
-        if self.cfg.ci == "bernstein":
-            return inference.bernstein_p_value(ts, coefs, null)
-        return inference.normal_p_value(inference.contrast_value(ts, coefs),
-                                        self.covariance.se([self.position[k] for k in keys], coefs), null)
+            p = inference.bootstrap_p_value(self.replicates, self._replicate_coefs(keys, coefs), null)
+        elif self.cfg.ci == "bernstein":
+            p = inference.bernstein_p_value(ts, coefs, null)
+        else:
+            value = inference.contrast_value(ts, coefs)
+            se = self.covariance.se([self.position[k] for k in keys], coefs)
+            p = inference.robust_p_value(value, se, self.tail_shape(keys, coefs), null) \
+                if self.cfg.ci == "robust" else inference.normal_p_value(value, se, null)
+        return inference.range_p_value(p, null, inference.contrast_range(self.value_range, coefs))
 
     def difference(self, policy: str, baseline: str, estimator: str, alpha: float) -> inference.Interval:
         return self.interval([(policy, estimator), (baseline, estimator)], [1.0, -1.0], alpha)
@@ -488,6 +599,8 @@ def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, Polic
                 vs[ident] = {"difference": diff.value, "se": diff.se, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
                              "ci_method": diff.method, "relative": rel, "relative_ci_low": rel_low,
                              "relative_ci_high": rel_high, "relative_ci_method": "normal"}
+                # robust: the ends the data cannot set, and those set by Cantelli's inequality (docs/results.md)
+                vs[ident].update({k: v for k, v in diff.to_dict().items() if k in ("ci_open", "ci_cantelli")})
         out[name] = PolicyResult(estimates=estimates, diagnostics={}, vs_baseline=vs)
     return out
 

@@ -9,6 +9,10 @@ test are inconclusive. A candidate whose diagnostics miss the thresholds is inco
 criterion; invalid data never reaches this point (it is an input error), and degenerate intervals
 (zero or undefined standard error) are inconclusive, so a gate never passes on them.
 
+With `estimator = "auto"` each criterion is decided on the automatic choice made for the candidate's
+paired difference (ope/selection.py): its interval holds at the family-wise level whichever estimator
+was chosen, at every Holm level the test is asked at.
+
 The diagnostics thresholds have safe defaults (datasets/gate_config.py, DEFAULT_*): an effective
 sample size floor, absolute and relative to n; a ceiling on the unsupported mass read at its upper
 bound (held back unless the data show the mass is below it); and a mean weight significantly above 1
@@ -26,6 +30,7 @@ from livegate.datasets.gate_config import DIAGNOSTICS_DEFAULTS, GateConfig
 
 from .diagnostics import MEAN_WEIGHT_TOLERANCE, UNSUPPORTED_Z, mean_weight_z
 from .evaluate import EvaluationResult
+from .selection import AUTO
 
 SCHEMA = "livegate.gate/1"
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
@@ -181,12 +186,14 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
                 raise InputError(Problem(str(cfg.source), f"estimator '{estimator}' has no estimate for "
                                          f"'{cand.name}' on {crit.metric}", fix="see the evaluation's warnings"))
             point = result.vs_baseline[estimator]
-            baseline_value = metrics[crit.metric][base].estimates[estimator]["value"]
+            # auto: the baseline's value under the candidate chosen for the paired difference
+            baseline_value = point["baseline_value"] if estimator == AUTO else \
+                metrics[crit.metric][base].estimates[estimator]["value"]
             threshold = crit.bound(baseline_value)
             se = point["se"]
             keys, coefs, null, _ = _criterion_contrast(crit, cand.name, base, estimator, threshold, baseline_value)
             # the p-value of the interval method that decides the test, so that Holm's order is its own
-            p = evaluation.engines[crit.metric].p_value(keys, coefs, null)
+            p = _engine(evaluation, crit.metric, cand.name, estimator).p_value(keys, coefs, null)
             degenerate = None
             if se == 0:
                 degenerate = "degenerate data: the difference has no variance"
@@ -195,6 +202,8 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
             p = 1.0 if degenerate else p
             row = {"metric": crit.metric, "rule": crit.rule, "threshold": threshold, "relative": crit.relative,
                    "difference": point["difference"], "baseline_value": baseline_value, "p_value": p}
+            if estimator == AUTO:  # which candidate the automatic choice made for this difference
+                row["selected"] = point["selected"]
             entry["criteria"].append(row)
             tests.append((p, row, failures, degenerate, cand.name, crit))
         candidates.append(entry)
@@ -203,8 +212,10 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
     stopped = False
     for k, (p, row, failures, degenerate, name, crit) in enumerate(sorted(tests, key=lambda t: t[0])):
         level_alpha = cfg.alpha / (m - k)
-        low, high, method = _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha)
+        low, high, method, open_end = _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha)
         row.update(ci_low=low, ci_high=high, confidence=1 - level_alpha, ci_method=method)
+        if open_end:
+            row["ci_open"] = open_end
         thr = row["threshold"]
         # the statistical verdict first: Holm stops at the first hypothesis it cannot reject,
         # whatever the candidate's diagnostics (they can only turn a verdict into inconclusive)
@@ -219,6 +230,8 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
             verdict, reason = "fail", f"interval [{low:.4g}, {high:.4g}] lies below {thr:.4g}"
         else:
             verdict, reason = "inconclusive", f"interval [{low:.4g}, {high:.4g}] contains {thr:.4g}"
+        if open_end and not degenerate:
+            reason += _OPEN_NOTE[open_end]
         if verdict == "inconclusive":
             stopped = True
         if failures:
@@ -257,8 +270,25 @@ def _criterion_contrast(crit, name, base, estimator, threshold, baseline_value):
 def _criterion_interval(evaluation, crit, name, base, estimator, row, level_alpha):
     """Interval of the criterion's paired contrast, in the units of the difference."""
     keys, coefs, _, shift = _criterion_contrast(crit, name, base, estimator, row["threshold"], row["baseline_value"])
-    iv = evaluation.engines[crit.metric].interval(keys, coefs, level_alpha)
-    return iv.ci_low + shift, iv.ci_high + shift, iv.method
+    iv = _engine(evaluation, crit.metric, name, estimator).interval(keys, coefs, level_alpha)
+    return iv.ci_low + shift, iv.ci_high + shift, iv.method, getattr(iv, "open_end", None)
+
+
+#: why a robust interval's end is open (inference.TailShape.ends): the verdict cannot rest on it
+_OPEN_NOTE = {side: f"; its {which} open (the metric's a-priori bound, or infinite): the terms' {tail} too "
+                    "heavy or too sparse at this sample size for the data to set it"
+              for side, which, tail in (("lower", "lower end is", "left tail is"),
+                                        ("upper", "upper end is", "right tail is"),
+                                        ("both", "ends are", "tails are"))}
+
+
+def _engine(evaluation, metric: str, candidate: str, estimator: str):
+    """What computes a criterion's intervals and p-values: the evaluation's engine, or for `auto` the
+    choice made for the candidate's paired difference, whose intervals hold at the family-wise level
+    whichever candidate estimator was chosen (ope/selection.py, FamilyChoice)."""
+    if estimator == AUTO:
+        return evaluation.selections[metric].difference[candidate]
+    return evaluation.engines[metric]
 
 
 def _combine(decisions) -> str:

@@ -16,28 +16,35 @@ from livegate.datasets.errors import InputError, Problem
 
 from . import formatting as fmt
 
-KINDS = ("evaluation", "causal", "gate")
+KINDS = ("evaluation", "causal", "gate", "learn", "replay")
+#: kinds that are chapters of their own (`chapters`, rendered by reports/chapters.py): a learn document
+#: also contributes its held-out evaluation to `expand`, a replay document nothing
+CHAPTER_KINDS = ("learn", "replay")
 SUPPORTED_VERSION = "1"
 _SCHEMA = re.compile(r"^livegate\.([a-z_]+)/(\d+)$")
 #: kind -> the fields without which a document has nothing to report, and their JSON types
 _CORE = {"evaluation": {"policies": dict, "baseline": str},
          "gate": {"decision": str, "candidates": list},
-         "causal": {"treatment": str, "outcome": str}}
-_COMMAND = {"evaluation": "evaluate", "gate": "gate", "causal": "causal"}
+         "causal": {"treatment": str, "outcome": str},
+         "learn": {"method": str, "split": dict, "heldout_evaluation": dict},
+         "replay": {"config": dict, "data": dict, "algorithms": dict}}
+_COMMAND = {"evaluation": "evaluate --out", "gate": "gate --out", "causal": "causal --out", "learn": "learn --result",
+            "replay": "replay --out"}
+_WRITERS = "livegate evaluate, causal, gate, learn or replay"
 
 
 def document_kind(doc: dict, source: str = "result document") -> str:
-    """"evaluation", "causal" or "gate", from doc["schema"]; anything else raises InputError."""
+    """"evaluation", "causal", "gate", "learn" or "replay", from doc["schema"]; anything else raises InputError."""
     supported = ", ".join(f"livegate.{kind}/{SUPPORTED_VERSION}" for kind in KINDS)
     if not isinstance(doc, dict):
         raise InputError(Problem(source, f"is not a livegate result document (a JSON object was expected, "
                                          f"got {type(doc).__name__})",
-                                 fix=f"pass the JSON written by livegate evaluate, causal or gate ({supported})"))
+                                 fix=f"pass the JSON written by {_WRITERS} ({supported})"))
     schema = doc.get("schema")
     match = _SCHEMA.match(schema) if isinstance(schema, str) else None
     if schema is None:
         raise InputError(Problem(source, "has no \"schema\" field, so it is not a livegate result document",
-                                 fix=f"pass the JSON written by livegate evaluate, causal or gate ({supported})"))
+                                 fix=f"pass the JSON written by {_WRITERS} ({supported})"))
     if match is None or match.group(1) not in KINDS:
         raise InputError(Problem(source, f"has schema {schema!r}, which livegate reports cannot render",
                                  fix=f"pass a document with one of the schemas {supported}"))
@@ -57,7 +64,7 @@ def check_complete(doc: dict, source: str) -> None:
              for key, type_ in _CORE[kind].items() if not isinstance(doc.get(key), type_)]
     if wrong:
         raise InputError(Problem(source, f"is an incomplete {doc['schema']} document: {', '.join(wrong)}",
-                                 fix=f"pass the complete JSON written by livegate {_COMMAND[kind]} --out"))
+                                 fix=f"pass the complete JSON written by livegate {_COMMAND[kind]}"))
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,25 @@ class Entry:
 
 
 def expand(documents: list[dict]) -> list[Entry]:
-    """The documents in the order given, each gate followed by the evaluation and causal result it embeds."""
+    """The documents in the order given, each gate followed by the evaluation and causal result it embeds.
+    A learn document stands for its held-out evaluation (an evaluation entry of its own: the evaluation
+    of the learned policy on the decisions it never saw); a replay document has no entry. Both are
+    also chapters of their own (`chapters`)."""
     if not isinstance(documents, (list, tuple)):
         raise InputError("render_* expects a list of result documents", source="reports")
     entries: list[Entry] = []
     for position, doc in enumerate(documents, start=1):
         source = f"result document {position} of {len(documents)}"
         kind = document_kind(doc, source)
+        if kind == "learn":
+            heldout = doc.get("heldout_evaluation")
+            where = f"{source}, field 'heldout_evaluation'"
+            if not isinstance(heldout, dict) or document_kind(heldout, where) != "evaluation":
+                raise InputError(Problem(where, "should be an evaluation document (livegate.evaluation/1)"))
+            entries.append(Entry("evaluation", heldout, len(entries) + 1, None, None))
+            continue
+        if kind == "replay":
+            continue
         entries.append(Entry(kind, doc, len(entries) + 1, None, None))
         if kind != "gate":
             continue
@@ -94,6 +113,15 @@ def expand(documents: list[dict]) -> list[Entry]:
                 raise InputError(Problem(where, f"should be a {expected} document, not {inner['schema']!r}"))
             entries.append(Entry(expected, inner, len(entries) + 1, "gate", as_str(doc.get("estimator"))))
     return entries
+
+
+def chapters(documents: list[dict]) -> list[tuple[str, dict]]:
+    """The (kind, document) pairs among `documents` that are chapters of their own (CHAPTER_KINDS:
+    learn and replay), in the order given."""
+    if not isinstance(documents, (list, tuple)):
+        raise InputError("render_* expects a list of result documents", source="reports")
+    kinds = [document_kind(doc, f"result document {i} of {len(documents)}") for i, doc in enumerate(documents, 1)]
+    return [(kind, doc) for kind, doc in zip(kinds, documents) if kind in CHAPTER_KINDS]
 
 
 # --- tolerant accessors -------------------------------------------------------------------------
@@ -384,23 +412,101 @@ def evaluation_verdict(evaluation: dict, estimator_hint: str | None = None) -> V
                    f"best candidate {name} vs {baseline}: {numbers}; the interval includes zero")
 
 
+#: How each refutation state is printed, everywhere (terminal, Markdown, HTML, JUnit).
+REFUTATION_STATES = {"pass": "pass", "fail": "FAIL", "not_applicable": "not applicable", "unstable": "UNSTABLE"}
+
+
+def refutation_state(refutation: dict) -> str:
+    """"pass", "fail", "not_applicable" or "unstable". `passed` decides pass and fail, so a refutation
+    whose `passed` is null (not applicable, or unstable: its verdict changes with the seed) is never
+    shown as a failure, whatever else the document says."""
+    passed = refutation.get("passed")
+    if passed is True:
+        return "pass"
+    if passed is False:
+        return "fail"
+    state = refutation.get("state")
+    return state if state in ("unstable", "not_applicable") else "not_applicable"
+
+
+def causal_estimand_label(causal: dict) -> str:
+    """"ATE", "ATT", ... of a causal document ("ATE" for documents written before estimands existed)."""
+    return as_str(as_dict(causal.get("estimand")).get("label")) or "ATE"
+
+
+#: The estimands in the order they are shown (documents hold them with sorted keys).
+ESTIMAND_ORDER = ("ate", "att", "atc", "ato")
+
+
+def ordered_estimands(mapping: Any) -> list[tuple[str, Any]]:
+    """The items of a per-estimand object in the order ATE, ATT, ATC, ATO (others after, as given)."""
+    items = list(as_dict(mapping).items())
+    return sorted(items, key=lambda kv: ESTIMAND_ORDER.index(kv[0]) if kv[0] in ESTIMAND_ORDER else len(ESTIMAND_ORDER))
+
+
+def _and(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def causal_overlap_lines(causal: dict) -> list[str]:
+    """The overlap figures a reviewer needs next to a causal estimate, as sentences: the estimand's
+    effective sample size per arm, its largest weight and the share of clipped propensities, the
+    trimming (rows dropped by arm) and which estimands the data support. Empty when overlap is fine
+    (no poor overlap, nothing trimmed or clipped, the estimand supported)."""
+    overlap, estimand = as_dict(causal.get("overlap")), as_dict(causal.get("estimand"))
+    if not overlap:
+        return []
+    weights, trim = as_dict(overlap.get("weights")), as_dict(overlap.get("trim"))
+    dropped = as_dict(trim.get("dropped"))
+    if not (overlap.get("poor") or estimand.get("supported") is False or fmt.as_number(dropped.get("total"))
+            or fmt.as_number(overlap.get("n_clipped"))):
+        return []
+    label = causal_estimand_label(causal)
+    low, high = (as_list(overlap.get("clip_bounds")) + [None, None])[:2]
+    lines = [f"{label} weights: effective sample size {fmt.num(weights.get('ess_treated'))} treated and "
+             f"{fmt.num(weights.get('ess_control'))} untreated rows; largest weight {fmt.num(weights.get('max_weight'))} "
+             f"({fmt.pct(weights.get('max_weight_share'))} of its arm's total); {fmt.pct(overlap.get('share_clipped'))} "
+             f"of the propensities clipped to [{fmt.plain(low)}, {fmt.plain(high)}]"]
+    if trim:
+        bounds = (as_list(trim.get("bounds")) + [None, None])[:2]
+        lines.append(f"trimmed to propensities in [{fmt.plain(bounds[0])}, {fmt.plain(bounds[1])}] "
+                     f"({'Crump et al. 2009 rule' if trim.get('rule') == 'crump' else 'fixed threshold'}): "
+                     f"{fmt.num(dropped.get('total'))} of {fmt.num(trim.get('n_rows_before'))} rows dropped, "
+                     f"{fmt.num(dropped.get('treated'))} treated and {fmt.num(dropped.get('control'))} untreated")
+    supports = as_dict(overlap.get("supports"))
+    bounds = (as_list(overlap.get("bounds")) + [None, None])[:2]
+    supported = [str(name).upper() for name, ok in ordered_estimands(supports) if ok]
+    lines.append(f"{fmt.pct(overlap.get('share_outside'))} of the rows analysed have a propensity outside "
+                 f"[{fmt.plain(bounds[0])}, {fmt.plain(bounds[1])}]; the data support "
+                 f"{_and(['the ' + s for s in supported]) or 'no estimand'}"
+                 + (f", not the {label}" if estimand.get("supported") is False else ""))
+    return lines
+
+
 def causal_verdict(causal: dict) -> Verdict:
     ate = as_dict(causal.get("ate"))
     naive = as_dict(causal.get("naive"))
     refutations = [as_dict(r) for r in as_list(causal.get("refutations"))]
-    # passed is None for a refuter that did not apply: neither a pass nor a failure.
-    applicable = [r for r in refutations if r.get("passed") is not None]
-    passed = sum(1 for r in applicable if r.get("passed") is True)
-    text = (f"effect of {causal.get('treatment')} on {causal.get('outcome')}: {fmt.signed(ate.get('value'))} "
+    states = [refutation_state(r) for r in refutations]
+    # not applicable: neither a pass nor a failure; unstable: not a pass
+    applicable = [s for s in states if s != "not_applicable"]
+    passed = states.count("pass")
+    text = (f"effect ({causal_estimand_label(causal)}) of {causal.get('treatment')} on {causal.get('outcome')}: "
+            f"{fmt.signed(ate.get('value'))} "
             f"{fmt.interval(ate.get('ci_low'), ate.get('ci_high'))} ({ate.get('estimator') or 'adjusted'}), "
             f"naive {fmt.signed(naive.get('value'))}; {passed} of {len(applicable)} refutations passed")
-    if len(applicable) < len(refutations):
-        text += f" ({len(refutations) - len(applicable)} not applicable)"
+    extra = [f"{states.count(s)} {REFUTATION_STATES[s].lower()}" for s in ("unstable", "not_applicable") if s in states]
+    if extra:
+        text += f" ({', '.join(extra)})"
+    if as_dict(causal.get("estimand")).get("supported") is False:
+        text += f"; the overlap does not support the {causal_estimand_label(causal)}"
     if not applicable:
         return Verdict("info", "CAUSAL: not refuted", text)
-    if passed == len(applicable):
-        return Verdict("pass", "CAUSAL: refutations passed", text)
-    return Verdict("fail", "CAUSAL: a refutation failed", text)
+    if "fail" in states:
+        return Verdict("fail", "CAUSAL: a refutation failed", text)
+    if "unstable" in states:
+        return Verdict("inconclusive", "CAUSAL: a refutation is unstable", text)
+    return Verdict("pass", "CAUSAL: refutations passed", text)
 
 
 def verdicts(entries: list[Entry]) -> list[Verdict]:

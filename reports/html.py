@@ -20,6 +20,7 @@ from livegate.datasets._version import __version__
 from . import charts
 from . import formatting as fmt
 from . import sessions
+from .selection import auto_choices, rule_text
 from .documents import (GATE_UNSUPPORTED_LABEL, Entry, alpha_of, as_dict, as_list, as_str, baseline_of, estimators_of,
                         evaluation_warnings, expand, flatten_inputs, gate_candidates, gate_thresholds,
                         gate_thresholds_text, gate_warnings, metric_definitions, metrics_of, ordered_policies,
@@ -300,19 +301,25 @@ def _evaluation_view(entry: Entry) -> dict:
         "reward_models": _reward_model_view(evaluation),
         "q_hat_given": as_dict(evaluation.get("inputs")).get("q_hat") is not None,
         "time_windows": _time_window_view(evaluation, baseline),
+        "auto_choices": auto_choices(evaluation),
+        "auto_rule": rule_text(evaluation),
     }
 
 
 # --- causal -------------------------------------------------------------------------------------
 
 def _causal_view(entry: Entry) -> dict:
+    from .documents import (REFUTATION_STATES, causal_estimand_label, causal_overlap_lines, ordered_estimands,
+                            refutation_state)
+
     causal = entry.doc
     graph = as_dict(causal.get("graph"))
     treatment, outcome = as_str(causal.get("treatment")), as_str(causal.get("outcome"))
     ate = as_dict(causal.get("ate"))
-    effects = [("naive difference in means", as_dict(causal.get("naive"))),
-               ("inverse propensity weighting", as_dict(causal.get("ipw"))),
-               (f"adjusted ({ate.get('estimator') or 'estimator not named'})", ate)]
+    label, estimand = causal_estimand_label(causal), as_dict(causal.get("estimand"))
+    effects = [("naive difference in means (unadjusted)", as_dict(causal.get("naive"))),
+               (f"inverse propensity weighting ({label})", as_dict(causal.get("ipw"))),
+               (f"adjusted {label} ({ate.get('estimator') or 'estimator not named'})", ate)]
     effects = [(name, block) for name, block in effects if block]
     segments = [as_dict(s) for s in as_list(causal.get("segments"))]
     segment_names = [fmt.text(s.get("segment")) for s in segments]
@@ -320,7 +327,13 @@ def _causal_view(entry: Entry) -> dict:
     for refutation in as_list(causal.get("refutations")):
         refutation = as_dict(refutation)
         details = as_dict(refutation.get("details"))
-        refutations.append({"r": refutation, "details": [(str(k), _plain(v)) for k, v in details.items()]})
+        state = refutation_state(refutation)
+        refutations.append({"r": refutation, "state": state, "state_label": REFUTATION_STATES[state].lower(),
+                            "details": [(str(k), _plain(v)) for k, v in details.items()]})
+    others = [{"name": as_str(b.get("label")) or str(name).upper(), "e": b,
+               "supported": as_dict(b).get("supported") is not False}
+              for name, b in ordered_estimands(causal.get("estimands")) if name != estimand.get("name")]
+    settings = as_dict(causal.get("config")) or as_dict(causal.get("settings"))
     return {
         "kind": "causal",
         "anchor": f"d{entry.number}",
@@ -329,6 +342,12 @@ def _causal_view(entry: Entry) -> dict:
         "confounders": [str(c) for c in as_list(causal.get("confounders"))],
         "modifiers": [str(m) for m in as_list(causal.get("effect_modifiers"))],
         "estimand": as_str(causal.get("identified_estimand")),
+        "target": {"label": label, "meaning": as_str(estimand.get("meaning")),
+                   "population": as_str(estimand.get("population")),
+                   "supported": estimand.get("supported") is not False} if estimand else None,
+        "overlap_lines": causal_overlap_lines(causal),
+        "other_estimands": [o for o in others if isinstance(o["e"], dict)],
+        "graph_source": as_str(settings.get("graph")),
         "graph": _svg(charts.causal_graph(as_list(graph.get("nodes")), as_list(graph.get("edges")),
                                           treatment=treatment, outcome=outcome,
                                           confounders=as_list(causal.get("confounders")),

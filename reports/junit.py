@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from livegate.datasets.errors import InputError
 
 from . import formatting as fmt
-from .documents import as_dict, as_list, document_kind
+from .documents import REFUTATION_STATES, as_dict, as_list, causal_estimand_label, document_kind, refutation_state
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -114,9 +114,17 @@ def render_junit(gate: dict) -> str:
         ate = as_dict(result.get("ate"))
         body = "\n".join(f"{key}={_exact(ate.get(key))}" for key in ("value", "se", "ci_low", "ci_high"))
         if ate:
-            message += (f". Effect {fmt.signed(ate.get('value'))} "
+            message += (f". Effect ({causal_estimand_label(result)}) {fmt.signed(ate.get('value'))} "
                         f"{fmt.interval(ate.get('ci_low'), ate.get('ci_high'))}")
-        _mark(case, decision, message, body if ate else "")
+        # each refutation's state, spelt as everywhere else: a null "passed" is never a failure
+        states = [f"{fmt.text(r.get('name'))}: {REFUTATION_STATES[refutation_state(r)].lower()}"
+                  for r in (as_dict(r) for r in as_list(result.get("refutations")))]
+        if states:
+            message += ". Refutations: " + "; ".join(states)
+            body = "\n".join([body] * bool(ate) + [f"refutation {s}" for s in states])
+        _mark(case, decision, message, body if (ate or states) else "")
+        if states:  # after <failure>/<skipped>, as the JUnit schema orders them; shown for passing cases too
+            ET.SubElement(case, "system-out").text = _clean("\n".join(f"refutation {s}" for s in states))
         _count(suite)
     totals = {key: sum(int(s.get(key, "0")) for s in root) for key in ("tests", "failures", "errors", "skipped")}
     for key, value in totals.items():

@@ -76,7 +76,8 @@ def _gate(entry: Entry) -> list[str]:
         for criterion in as_list(candidate.get("criteria")):
             c = as_dict(criterion)
             decision = fmt.text(c.get("decision"))
-            rows.append([escape(candidate.get("name")), escape(c.get("metric")),
+            rows.append([escape(candidate.get("name")),
+                         escape(c.get("metric")) + (f" (auto: {escape(c.get('selected'))})" if c.get("selected") else ""),
                          escape(f"{fmt.text(c.get('rule'))} > {fmt.plain(c.get('threshold'))}"
                                 + (" (relative margin)" if c.get("relative") else "")),
                          fmt.signed(c.get("difference")),
@@ -148,6 +149,7 @@ def _evaluation(entry: Entry) -> list[str]:
                              "Unsupported"], rows, right={1, 2, 3, 4, 5})
     if session:
         lines += _sessions_table(evaluation, baseline)
+    lines += _auto_table(evaluation)
     warnings = []
     for w in evaluation_warnings(evaluation):
         who = ", ".join(escape(p) for p in w["policies"])
@@ -156,6 +158,27 @@ def _evaluation(entry: Entry) -> list[str]:
         warnings.append(f"{who.strip()}: {escape(w['text'])}" if who else escape(w["text"]))
     if warnings:
         lines += ["Warnings:", ""] + [f"- {w}" for w in warnings] + [""]
+    return lines
+
+
+def _auto_table(evaluation: dict) -> list[str]:
+    """The automatic choice (`auto`): per metric and policy, the candidates chosen and why."""
+    from .selection import auto_choices, rule_text
+
+    choices = auto_choices(evaluation)
+    if not choices:
+        return []
+    rows = []
+    for c in choices:
+        for label, choice in (("value", c["value"]), ("difference", c["difference"])):
+            if choice:
+                rows.append([escape(c["metric"]), escape(c["policy"]), label, escape(choice["chosen"]),
+                             fmt.num(len(choice["candidates"])), escape(choice["reason"])])
+    lines = ["**Automatic estimator choice** (`auto`): " + escape(rule_text(evaluation) or ""), ""]
+    lines += _table(["Metric", "Policy", "For", "Chosen", "Candidates", "Why"], rows, right={4})
+    left_out = sorted({note for c in choices for ch in (c["value"], c["difference"]) if ch for note in ch["left_out"]})
+    if left_out:
+        lines += ["Left out of the choice:", ""] + [f"- {escape(note)}" for note in left_out] + [""]
     return lines
 
 
@@ -183,22 +206,37 @@ def _sessions_table(evaluation: dict, baseline: str | None) -> list[str]:
 def _causal(entry: Entry) -> list[str]:
     causal = entry.doc
     title = f"Causal effect of {escape(causal.get('treatment'))} on {escape(causal.get('outcome'))}"
+    from .documents import REFUTATION_STATES, causal_estimand_label, causal_overlap_lines, refutation_state
+
     lines = [f"### {title}" + (" (embedded in the gate)" if entry.embedded_in else ""), ""]
+    label, estimand = causal_estimand_label(causal), as_dict(causal.get("estimand"))
+    if estimand.get("population"):
+        lines += [f"**Estimand: {escape(label)}** ({escape(estimand.get('meaning') or 'average effect')}): "
+                  f"{escape(estimand.get('population'))}"
+                  + (" ⚠️ **not supported by the overlap**" if estimand.get("supported") is False else "") + ".", ""]
     rows = []
-    for name, key in (("naive difference in means", "naive"), ("inverse propensity weighting", "ipw"),
-                      ("adjusted", "ate")):
+    for name, key in (("naive difference in means (unadjusted)", "naive"),
+                      (f"inverse propensity weighting ({escape(label)})", "ipw"), (f"adjusted ({escape(label)})", "ate")):
         block = as_dict(causal.get(key))
         if block:
-            label = name + (f" ({escape(block.get('estimator'))})" if key == "ate" and block.get("estimator") else "")
-            rows.append([label, fmt.signed(block.get("value")), fmt.interval(block.get("ci_low"), block.get("ci_high"))])
+            name = name + (f", {escape(block.get('estimator'))}" if key == "ate" and block.get("estimator") else "")
+            rows.append([name, fmt.signed(block.get("value")), fmt.interval(block.get("ci_low"), block.get("ci_high"))])
     if rows:
         lines += _table(["Estimate", "Effect", "Interval"], rows, right={1, 2})
+    overlap = causal_overlap_lines(causal)
+    if overlap:
+        lines += ["**Overlap**:", ""] + [f"- {escape(line)}" for line in overlap] + [""]
+    icons = {"pass": "✅ ", "fail": "❌ ", "unstable": "⚠️ ", "not_applicable": ""}
     refutations = [as_dict(r) for r in as_list(causal.get("refutations"))]
     if refutations:
         lines += _table(["Refuter", "New effect", "p", "Result"],
                         [[escape(r.get("name")), fmt.signed(r.get("new_effect")), escape(fmt.pvalue(r.get("p_value"))),
-                          "✅ pass" if r.get("passed") is True else "❌ fail" if r.get("passed") is False else "not applicable"]
-                         for r in refutations], right={1, 2})
+                          icons[state] + REFUTATION_STATES[state].lower()]
+                         for r in refutations for state in [refutation_state(r)]], right={1, 2})
+    graph = as_dict(causal.get("config")).get("graph") or as_dict(causal.get("settings")).get("graph")
+    if graph:
+        lines += [f"Graph: {escape(graph)}; adjustment set: "
+                  f"{escape(', '.join(str(c) for c in as_list(causal.get('confounders'))) or 'empty')}.", ""]
     warnings = as_list(causal.get("warnings"))
     if warnings:
         lines += ["Warnings:", ""] + [f"- {escape(w)}" for w in warnings] + [""]

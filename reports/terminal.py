@@ -61,6 +61,7 @@ def evaluation_table(doc: dict) -> str:
                         f"{_pct(vs.get('relative')):>7}") if vs else f"{'—':>11}"
                 lines.append(f"{_clip(name, 14):<14} {_clip(ident, 10):<10} {_num(est['value']):>10} "
                              f"{_ci(est['ci_low'], est['ci_high']):<21} {diff}")
+    lines += _auto_lines(doc)
     lines.append("")
     first = next(iter(doc["metrics"].values()))["policies"]
     warnings = []
@@ -83,6 +84,30 @@ def evaluation_table(doc: dict) -> str:
     for w in list(dict.fromkeys(warnings + doc.get("warnings", []))):
         lines.append(_wrap(f"WARNING: {w}"))
     return "\n".join(lines)
+
+
+def _auto_lines(doc: dict) -> list[str]:
+    """The automatic choice (`auto`): per metric and policy the candidate chosen for the value and for
+    the paired difference, with the rule's reason."""
+    from .selection import auto_choices
+
+    choices = auto_choices(doc)
+    if not choices:
+        return []
+    lines = ["", _wrap("automatic estimator choice (SLOPE: the narrowest candidate that agrees with every wider "
+                       "one; the auto interval also holds the intersection of the unbiased candidates' intervals, "
+                       "so it covers the truth whichever was chosen)")]
+    for c in choices:
+        value, difference = c["value"], c["difference"]
+        what = [f"value {value['chosen']} of {len(value['candidates'])}" if value else None,
+                f"difference {difference['chosen']} of {len(difference['candidates'])}" if difference else None]
+        lines.append(_wrap(f"  {c['metric']} {c['policy']}: " + "; ".join(w for w in what if w)))
+        for label, choice in (("value", value), ("difference", difference)):
+            if choice and choice["reason"]:
+                lines.append(_wrap(f"    {label}: {choice['reason']}"))
+        for note in (value or difference or {}).get("left_out", []):
+            lines.append(_wrap(f"    left out: {note}"))
+    return lines
 
 
 def _session_diagnostics(policies: dict) -> list[str]:
@@ -152,8 +177,10 @@ def gate_summary(doc: dict) -> str:
         for w in summary.get("warnings") or []:
             lines.append(_wrap(f"    WARNING: {w}"))
         for c in cand["criteria"]:
+            chosen = f" (auto: {c['selected']})" if c.get("selected") else ""
             lines.append(_wrap(f"    {c['decision']:<12} {c['metric']} {c['rule']}: difference {_signed(c['difference'])} "
-                               f"{_ci(c['ci_low'], c['ci_high'])} at {c['confidence']:.2%} vs {_num(c['threshold'])}"))
+                               f"{_ci(c['ci_low'], c['ci_high'])} at {c['confidence']:.2%} vs {_num(c['threshold'])}"
+                               + chosen))
     if doc.get("causal"):
         c = doc["causal"]
         lines.append(_wrap(f"  causal effect of {c['treatment']} on {c['outcome']}: {c['decision']} ({c['reason']})"))
@@ -161,15 +188,39 @@ def gate_summary(doc: dict) -> str:
 
 
 def causal_summary(doc: dict) -> str:
+    from .documents import (REFUTATION_STATES, causal_estimand_label, causal_overlap_lines, ordered_estimands,
+                            refutation_state)
+
+    label = causal_estimand_label(doc)
+    estimand = doc.get("estimand") or {}
     lines = [f"causal effect of {doc['treatment']} on {doc['outcome']}"]
-    for key, label in (("naive", "naive difference"), ("ipw", "IPW"), ("ate", "adjusted")):
+    if estimand.get("population"):
+        lines.append(_wrap(f"  estimand {label} ({estimand.get('meaning') or 'average effect'}): "
+                           f"{estimand['population']}"
+                           + ("; NOT SUPPORTED by the overlap" if estimand.get("supported") is False else "")))
+    for key, name in (("naive", "naive difference"), ("ipw", f"IPW ({label})"), ("ate", f"adjusted ({label})")):
         est = doc.get(key)
         if est:
-            lines.append(f"  {label:<18} {_num(est.get('value')):>10} {_ci(est.get('ci_low'), est.get('ci_high'))}"
+            lines.append(f"  {name:<18} {_num(est.get('value')):>10} {_ci(est.get('ci_low'), est.get('ci_high'))}"
                          + (f"  ({est['estimator']})" if est.get("estimator") else ""))
+    # next to the estimate: the overlap figures, when overlap is poor or rows were trimmed or clipped
+    lines += [_wrap(f"    overlap: {line}") for line in causal_overlap_lines(doc)]
+    others = [f"{b.get('label') or name.upper()} {_num(b.get('value'))} {_ci(b.get('ci_low'), b.get('ci_high'))}"
+              + ("" if b.get("supported") is not False else " (not supported)")
+              for name, b in ordered_estimands(doc.get("estimands")) if name != estimand.get("name")]
+    if others:
+        lines.append(_wrap("  other estimands (same fit): " + "; ".join(others)))
     for r in doc.get("refutations", []):
-        lines.append(_wrap(f"  refuter {r['name']:<22} {'pass' if r.get('passed') else 'FAIL'}  "
-                           f"new effect {_num(r.get('new_effect'))}"))
+        state = refutation_state(r)
+        runs = (r.get("details") or {}).get("runs")
+        detail = (f"  ({(r.get('details') or {}).get('runs_passed')} of {runs} seeded runs within their bound)"
+                  if state == "unstable" and runs else "")
+        lines.append(_wrap(f"  refuter {r['name']:<22} {REFUTATION_STATES[state]:<15} "
+                           f"new effect {_num(r.get('new_effect'))}{detail}"))
+    graph = (doc.get("config") or {}).get("graph")
+    if graph:
+        lines.append(_wrap(f"  graph: {graph}" + (f"; adjustment set {', '.join(doc['confounders'])}"
+                                                  if doc.get("confounders") else "")))
     for s in doc.get("segments", [])[:12]:
         lines.append(f"  segment {_clip(str(s['segment']), 28):<28} n={s['n']:>8,} {_num(s.get('value')):>10} "
                      f"{_ci(s.get('ci_low'), s.get('ci_high'))}")

@@ -60,7 +60,7 @@ def test_simulate_twice_with_the_same_seed_gives_identical_files(tmp_path):
             for name in ("a", "b")]
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
     a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
-    assert set(a) == {"logs.parquet", "actions.parquet", "truth.json", "policies/better.parquet",
+    assert set(a) == {"logs.parquet", "actions.parquet", "truth.json", "candidates.parquet", "policies/better.parquet",
                       "policies/worse.parquet", "policies/logging_replica.parquet", "policies/greedy.parquet"}
     assert a == b
     # atomic writes leave no temporary file behind

@@ -124,7 +124,7 @@ def test_terminal_table_says_per_session(session_doc):
     steps = session_doc["data"]["n_rows"]
     assert f"per session (gamma = 1): {N_SESSIONS} sessions, {steps:,} steps" in table
     assert "values are expected returns per session, total over the session" in " ".join(table.split())
-    assert "watch_seconds per session  (95% normal intervals; difference vs logging)" in table
+    assert "watch_seconds per session  (95% robust intervals; difference vs logging)" in table
     header = next(line for line in table.splitlines() if line.startswith("policy ") and "estimator" in line)
     assert " return " in header and " value " not in header
     assert "ESS: effective number of sessions" in table
@@ -141,15 +141,15 @@ def test_terminal_table_names_the_discount(discounted_doc):
     table = evaluation_table(discounted_doc)
     assert "per session (gamma = 0.9):" in table
     assert "expected returns per session, discounted with gamma = 0.9" in " ".join(table.split())
-    assert "watch_seconds per session  (95% normal intervals" in table
-    assert "gifts per session  (95% normal intervals" in table
+    assert "watch_seconds per session  (95% robust intervals" in table
+    assert "gifts per session  (95% robust intervals" in table
     assert max(len(line) for line in table.splitlines()) <= 100
 
 
 def test_terminal_table_of_decision_documents_is_unchanged(decision_doc):
     table = evaluation_table(decision_doc)
     assert "per session" not in table and "collapse" not in table
-    assert "watch_seconds  (95% normal intervals; difference vs logging)" in table
+    assert "watch_seconds  (95% robust intervals; difference vs logging)" in table
     assert f"{'policy':<16} {'n':>10} {'ESS':>10} {'max w':>9} {'mean w':>8} {'unsupported':>11}" in table
 
 

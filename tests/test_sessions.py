@@ -162,7 +162,7 @@ def test_a_candidate_equal_to_logging_has_a_zero_paired_difference_through_the_a
     s = mdp.sample(1500, seed=5)
     estimators = ("tis", "wtis", "pdis", "wpdis")
     result = api.evaluate(s.logs_frame(), {"same": s.policy_frame(mdp.LOGGING)}, rewards="watch_seconds",
-                          estimators=",".join(estimators), sessions=True, gamma=gamma)
+                          estimators=",".join(estimators), sessions=True, gamma=gamma, ci="normal")
     doc = result.to_dict()
     assert doc["level"] == "session" and doc["gamma"] == gamma
     assert doc["data"]["n_sessions"] == s.n_sessions
