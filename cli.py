@@ -415,9 +415,12 @@ def _learn_chapter(args, out: Path, config_path: Path) -> list[dict]:
                f"{split['train']['decisions']:,} decisions; held out {split['heldout']['decisions']:,}")
     heldout = doc["heldout_evaluation"]["policies"][result.name]
     value, diff = heldout["estimates"]["snips"], heldout["vs_baseline"]["snips"]
-    _say(args, f"  held-out estimate (snips): {value['value']:.1f} s watch time per decision "
-               f"[{value['ci_low']:.1f}, {value['ci_high']:.1f}], {diff['difference']:+.1f} s "
-               f"[{diff['ci_low']:.1f}, {diff['ci_high']:.1f}] ({diff['relative']:+.1%}) vs logging")
+    from livegate.reports.formatting import num, signed
+
+    def bounds(entry: dict) -> str:  # an open end (robust intervals) prints as a dash
+        return f"[{num(entry['ci_low'])}, {num(entry['ci_high'])}]"
+    _say(args, f"  held-out estimate (snips): {value['value']:.1f} s watch time per decision {bounds(value)}, "
+               f"{signed(diff['difference'])} s {bounds(diff)} ({diff['relative']:+.1%}) vs logging")
     in_sample = doc["in_sample_evaluation"]["policies"][result.name]["estimates"]["snips"]
     _say(args, f"  in-sample estimate (its own training decisions; optimistic): {in_sample['value']:.1f} s")
     cfg = load_gate_config(config_path)
