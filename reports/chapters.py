@@ -1,4 +1,4 @@
-"""The report with its chapters of their own: `livegate.learn/1` and `livegate.replay/1` documents.
+"""The report with its chapters of their own: `livegate.learn/1`, `livegate.replay/1` and `livegate.monitor/1` documents.
 
 `render_html` and `render_markdown` (what `livegate.reports` exports) render the evaluation, causal and
 gate documents with `html.render_html` / `markdown.render_markdown` -- a learn document stands there for
@@ -19,6 +19,7 @@ from . import formatting as fmt
 def render_html(documents: list[dict]) -> str:
     """Any mix of evaluation, causal, gate, learn and replay documents -> one self-contained HTML page."""
     from .html import render_html as render_core
+    from .monitor import monitor_section
     from .replay import replay_section
 
     page = render_core(documents)
@@ -30,6 +31,10 @@ def render_html(documents: list[dict]) -> str:
     for number, (kind, doc) in enumerate(chapters, start=1):
         if kind == "replay":
             tail.append(replay_section(doc).replace("<section>", f'<section id="replay-{number}">', 1))
+            continue
+        if kind == "monitor":
+            tail.append(monitor_section(doc, heading=3, anchor=f"monitor-{number}")
+                        .replace(">", "><h2>Monitoring after rollout</h2>", 1))
             continue
         section = learn_section(doc, anchors.get(id(doc)), f"learn-{number}")
         at = page.find(f'<section id="{anchors[id(doc)]}">') if id(doc) in anchors else -1
@@ -48,6 +53,7 @@ def render_markdown(documents: list[dict]) -> str:
     """Summary of any mix of evaluation, causal, gate, learn and replay documents, as Markdown: the
     learn and replay chapters follow the rest."""
     from .markdown import render_markdown as render_core
+    from .monitor import monitor_summary
     from .replay import replay_summary
 
     text = render_core(documents)
@@ -55,6 +61,8 @@ def render_markdown(documents: list[dict]) -> str:
     for kind, doc in D.chapters(documents):
         if kind == "learn":
             parts.append("\n".join(learn_markdown(doc)))
+        elif kind == "monitor":
+            parts.append("### Monitoring after rollout\n\n```\n" + monitor_summary(doc) + "\n```\n")
         else:
             parts.append("### Replay of online bandit algorithms\n\n```\n" + replay_summary(doc) + "\n```\n")
     return text + ("\n" + "\n".join(parts) if parts else "")

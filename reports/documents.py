@@ -16,10 +16,10 @@ from livegate.datasets.errors import InputError, Problem
 
 from . import formatting as fmt
 
-KINDS = ("evaluation", "causal", "gate", "learn", "replay")
+KINDS = ("evaluation", "causal", "gate", "learn", "replay", "monitor")
 #: kinds that are chapters of their own (`chapters`, rendered by reports/chapters.py): a learn document
-#: also contributes its held-out evaluation to `expand`, a replay document nothing
-CHAPTER_KINDS = ("learn", "replay")
+#: also contributes its held-out evaluation to `expand`, a replay or monitor document nothing
+CHAPTER_KINDS = ("learn", "replay", "monitor")
 SUPPORTED_VERSION = "1"
 _SCHEMA = re.compile(r"^livegate\.([a-z_]+)/(\d+)$")
 #: kind -> the fields without which a document has nothing to report, and their JSON types
@@ -27,10 +27,11 @@ _CORE = {"evaluation": {"policies": dict, "baseline": str},
          "gate": {"decision": str, "candidates": list},
          "causal": {"treatment": str, "outcome": str},
          "learn": {"method": str, "split": dict, "heldout_evaluation": dict},
-         "replay": {"config": dict, "data": dict, "algorithms": dict}}
+         "replay": {"config": dict, "data": dict, "algorithms": dict},
+         "monitor": {"status": str, "streams": list, "drift": dict}}
 _COMMAND = {"evaluation": "evaluate --out", "gate": "gate --out", "causal": "causal --out", "learn": "learn --result",
-            "replay": "replay --out"}
-_WRITERS = "livegate evaluate, causal, gate, learn or replay"
+            "replay": "replay --out", "monitor": "monitor --out"}
+_WRITERS = "livegate evaluate, causal, gate, learn, replay or monitor"
 
 
 def document_kind(doc: dict, source: str = "result document") -> str:
@@ -96,7 +97,7 @@ def expand(documents: list[dict]) -> list[Entry]:
                 raise InputError(Problem(where, "should be an evaluation document (livegate.evaluation/1)"))
             entries.append(Entry("evaluation", heldout, len(entries) + 1, None, None))
             continue
-        if kind == "replay":
+        if kind in ("replay", "monitor"):
             continue
         entries.append(Entry(kind, doc, len(entries) + 1, None, None))
         if kind != "gate":

@@ -54,8 +54,6 @@ def _cs_windows(stream: dict, doc: dict) -> list[dict]:
 
 def monitor_html(doc: dict) -> str:
     """A self-contained HTML page for one monitoring run."""
-    status = doc.get("status", "")
-    colour = {"regression": "#b00020", "healthy": "#1b7f3b", "undecided": "#8a6d00"}.get(status, "#333")
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              "<title>livegate monitor</title><style>body{font-family:system-ui,sans-serif;max-width:60rem;"
@@ -63,7 +61,17 @@ def monitor_html(doc: dict) -> str:
              "td,th{border-bottom:1px solid #ddd;padding:.2rem .5rem;text-align:right}th:first-child,"
              "td:first-child{text-align:left}.alarm{color:#b00020;font-weight:600}svg{max-width:100%;height:auto}"
              "</style></head><body>",
-             "<h1>Monitoring after rollout</h1>",
+             "<h1>Monitoring after rollout</h1>", monitor_section(doc, heading=2), "</body></html>"]
+    return "\n".join(parts)
+
+
+def monitor_section(doc: dict, heading: int = 3, anchor: str = "monitor") -> str:
+    """The monitoring run as one HTML section (a chapter of `livegate report`, or the body of
+    `monitor_html`): verdict, summary, the confidence-sequence chart and table per stream, drift."""
+    status = doc.get("status", "")
+    colour = {"regression": "#b00020", "healthy": "#1b7f3b", "undecided": "#8a6d00"}.get(status, "#333")
+    h = f"h{heading}"
+    parts = [f'<section id="{escape(anchor)}">',
              f"<p style='font-size:1.3rem;color:{colour}'><strong>{escape(_STATUS.get(status, status))}</strong></p>",
              f"<pre>{escape(monitor_summary(doc))}</pre>"]
     settings = doc.get("settings", {})
@@ -73,9 +81,9 @@ def monitor_html(doc: dict) -> str:
                  "descriptive only: looked at daily, such intervals exclude the truth far more often than "
                  f"{escape(str(settings.get('alpha')))}.</p>")
     if doc.get("alerts"):
-        parts.append("<h2>Alerts</h2><ul>" + "".join(f"<li>{escape(a)}</li>" for a in doc["alerts"]) + "</ul>")
+        parts.append(f"<{h}>Alerts</{h}><ul>" + "".join(f"<li>{escape(a)}</li>" for a in doc["alerts"]) + "</ul>")
     for stream in doc.get("streams", []):
-        parts.append(f"<h2>{escape(stream['policy'])} on {escape(stream['metric'])}: {escape(stream['status'])}</h2>")
+        parts.append(f"<{h}>{escape(stream['policy'])} on {escape(stream['metric'])}: {escape(stream['status'])}</{h}>")
         parts.append(f"<p>{escape(stream['message'])}</p>")
         svg = charts.time_series(_cs_windows(stream, doc), stream["metric"],
                                  ["cumulative, anytime-valid CS", "this window, fixed-sample 95%"],
@@ -91,7 +99,7 @@ def monitor_html(doc: dict) -> str:
                      "<th>lowest upper bound</th><th>of the CS since</th><th></th></tr>" + rows + "</table>")
     drift = doc.get("drift", {})
     checks = [c for c in drift.get("checks", []) if c.get("level") not in ("stable",)]
-    parts.append(f"<h2>Drift against {escape(str(drift.get('reference')))}</h2>")
+    parts.append(f"<{h}>Drift against {escape(str(drift.get('reference')))}</{h}>")
     if checks:
         rows = "".join(f"<tr><td>{escape(c['kind'])}</td><td>{escape(c['column'])}</td><td>{escape(c['window'][:10])}</td>"
                        f"<td>{_num(c.get('psi', c.get('z')), 3)}</td><td>{escape(c['level'])}</td></tr>" for c in checks)
@@ -99,5 +107,5 @@ def monitor_html(doc: dict) -> str:
                      + rows + "</table>")
     else:
         parts.append(f"<p>{escape(drift.get('note', 'No shift in the context, the propensities or the reward rates.'))}</p>")
-    parts.append("</body></html>")
+    parts.append("</section>")
     return "\n".join(parts)

@@ -114,6 +114,13 @@ def test_cli_regression_exit_1_with_document_and_report(tmp_path, livegate):
     again = livegate("monitor", "--logs", logs, "--policy", f"candidate={policy}", "--reward", "click",
                      "--out", tmp_path / "m2.json")
     assert (tmp_path / "m.json").read_bytes() == (tmp_path / "m2.json").read_bytes() and again.code == 1
+    # livegate report renders the monitoring document as a chapter, in HTML and Markdown
+    made = livegate("report", tmp_path / "m.json", "--out", tmp_path / "r.html", "--markdown", tmp_path / "r.md")
+    assert made.code == 0, made.err
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="monitor-1"' in page and "Monitoring after rollout" in page and "<svg" in page
+    assert "REGRESSION (exit 1)" in page and "Drift against" in page
+    assert "### Monitoring after rollout" in (tmp_path / "r.md").read_text()
 
 
 def test_exit_3_undecided_and_0_healthy(tmp_path):
