@@ -416,6 +416,21 @@ class LearnResult:
         return table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata})
 
 
+def _read_logs_with_context(logs, rewards, context, columns, **need):
+    """(loaded logs, reward specs, the logs' name, schema, dataset, its column names) for the learners
+    and the replay: the logs with their context columns and the rewards asked for (default: those of
+    the contract present)."""
+    from livegate.datasets import column_names, load_logs, open_dataset
+    schema = _schema(columns)
+    logs_name = _source_name(logs, "logs")
+    dataset = open_dataset(logs, logs_name)
+    available = column_names(dataset)
+    specs = _reward_specs(rewards, available, {}, logs_name)
+    loaded = load_logs(dataset, specs, schema=schema, need_context=True,
+                       context=_context_columns(context, available, specs, schema), name=logs_name, **need)
+    return loaded, specs, logs_name, schema, dataset, available
+
+
 def learn(logs, rewards=None, method: str = "dr", *, epsilon: float = 0.1, top_k: int | None = None,
           candidates=None, for_logs=None, for_candidates=None, split: str = "random", test_share: float = 0.3, seed: int = 0,
           estimators: Sequence[str] | str | None = None, folds: int = 3, prefilter: int = 50, gamma: float = 1.0,
@@ -438,7 +453,6 @@ def learn(logs, rewards=None, method: str = "dr", *, epsilon: float = 0.1, top_k
     """
     import numpy as np
 
-    from livegate.datasets import load_logs, open_dataset, column_names
     from livegate.ope import learn as L
 
     spec = L.parse_method(method)
@@ -455,14 +469,8 @@ def learn(logs, rewards=None, method: str = "dr", *, epsilon: float = 0.1, top_k
     if problems:
         raise InputError(problems)
     progress("reading logs")
-    schema = _schema(columns)
-    logs_name = _source_name(logs, "logs")
-    dataset = open_dataset(logs, logs_name)
-    available = column_names(dataset)
-    specs = _reward_specs(rewards, available, {}, logs_name)
-    loaded = load_logs(dataset, specs, schema=schema, need_decision_id=True, need_context=True,
-                       context=_context_columns(context, available, specs, schema), name=logs_name,
-                       need_sessions=sessions)
+    loaded, specs, logs_name, schema, dataset, available = _read_logs_with_context(
+        logs, rewards, context, columns, need_decision_id=True, need_sessions=sessions)
     if loaded.n_context_columns == 0:
         raise InputError(Problem(logs_name, "has no context columns to learn from",
                                  fix="add x_* columns, or name them with --context"))
@@ -697,7 +705,6 @@ def replay(logs, rewards=None, algorithms: str | Mapping[str, Any] = "eps-greedy
     document (reward curves per period)."""
     import numpy as np
 
-    from livegate.datasets import column_names, load_logs, open_dataset
     from livegate.ope import replay as R
     from livegate.ope.learn import ContextEncoder
 
@@ -710,13 +717,8 @@ def replay(logs, rewards=None, algorithms: str | Mapping[str, Any] = "eps-greedy
     if problems:
         raise InputError(problems)
     progress("reading logs")
-    schema = _schema(columns)
-    logs_name = _source_name(logs, "logs")
-    dataset = open_dataset(logs, logs_name)
-    available = column_names(dataset)
-    specs = _reward_specs(rewards, available, {}, logs_name)
-    loaded = load_logs(dataset, specs, schema=schema, need_context=True, need_decision_id=candidates is not None,
-                       context=_context_columns(context, available, specs, schema), name=logs_name)
+    loaded, specs, logs_name, *_ = _read_logs_with_context(logs, rewards, context, columns,
+                                                           need_decision_id=candidates is not None)
     mask = None
     if candidates is not None:
         cand = _learn_candidates(candidates, loaded, _source_name(candidates, "candidates"), with_logged=True)
