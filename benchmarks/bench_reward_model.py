@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -138,23 +137,8 @@ def floor(workdir: Path, metric: str) -> dict:
             "n_pairs": int(len(pairs)), "n_rows": n, "check": total}
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return env
-
-
-def run_measured(cmd: list[str], log: Path) -> dict:
-    """Run one process: its wall time, CPU time and peak RSS (os.wait4's rusage of this child alone)."""
-    with open(log, "w") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.stderr.write(log.read_text()[-4000:])
-        raise SystemExit(f"{' '.join(cmd[:6])} ... failed (log: {log})")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+# one process measured alone: the same helper as the session benchmark (this folder is on sys.path when run)
+from bench_sessions import run_measured  # noqa: E402
 
 
 def run_floor(workdir: Path, metric: str) -> dict:
