@@ -6,7 +6,7 @@ Steps (each a process of its own, OMP_WAIT_POLICY=PASSIVE so that idle OpenMP th
 shared machine):
   simulate   `livegate simulate --sessions` (logs, the four policy files, truth.json), timed on its own
   evaluate   `livegate evaluate --sessions` with three candidates (myopic, longterm, qlearning), normal
-             intervals, once with pdis,dr,fqe,mis and once with wdr (the gate's default for sessions);
+             intervals, once with pdis,dr,fqe,mis,drl and once with drl (the gate's default for sessions);
              wall time and peak RSS of that process alone (os.wait4's rusage of the child)
 Each estimate is compared with truth["logged_starts"][policy]["watch_seconds"]: the exact expected return
 per session averaged over the logged sessions' initial states (what the estimators target). Prints
@@ -119,8 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-sessions", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--estimators", default="pdis,dr,fqe,mis")
-    parser.add_argument("--gate-estimators", default="wdr", help="second run: the gate's default for sessions")
+    parser.add_argument("--estimators", default="pdis,dr,fqe,mis,drl")
+    parser.add_argument("--gate-estimators", default="drl", help="second run: the gate's default for sessions")
     parser.add_argument("--workdir", default=None,
                         help="data directory (default: benchmarks/data/sessions-N-sSEED)")
     parser.add_argument("--reuse", action="store_true", help="reuse the simulated data in --workdir if present")

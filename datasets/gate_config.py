@@ -411,7 +411,7 @@ def _evaluation(r: _Reader, candidate_names: list[str]) -> dict:
                   fix='add level = "session" or leave gamma out')
     # sessions: weighted doubly robust (Thomas & Brunskill 2016) has valid intervals and tames the curse of
     # horizon that per-decision IS suffers; per decision, self-normalised IPS needs no reward model
-    estimator = r.get(evaluation, section, "estimator", str, default="wdr" if level == "session" else "snips")
+    estimator = r.get(evaluation, section, "estimator", str, default="drl" if level == "session" else "snips")
     name = str(estimator).split(":")[0].strip()
     if level == "session" and name == "auto":
         r.problem('[evaluation] estimator = "auto" chooses among the per-decision estimators; session-level '

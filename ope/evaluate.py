@@ -25,7 +25,7 @@ from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
 
 SCHEMA = "livegate.evaluation/1"
 #: Default estimators per level: the cheap unbiased one, its self-normalised form and a doubly robust one
-DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("pdis", "wpdis", "wdr")}
+DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("drl", "wdr", "pdis")}
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,15 @@ def drl(x: SessionInputs, clip: float = math.inf) -> Terms:
     with V_hat = 0 after the session ends. The fitted-Q value corrected by the Bellman residuals,
     weighted by the state density ratio times one decision's ratio instead of the product of all
     earlier ones: consistent if either the Q function or the ratios are, and its variance does not grow
-    exponentially with the session length. `clip` caps u_t w_t."""
+    exponentially with the session length. `clip` caps u_t w_t.
+
+    The gate's default at the session level. Its terms are the efficient influence function evaluated
+    at the fitted models, so its interval is a valid one when both models converge (the error of the
+    value is then the product of theirs); it does not include the models' own error. On the session
+    simulator (benchmarks/README_sessions.md, 4e4 sessions, 5 seeds, 3 candidates) its normal intervals
+    covered the exact value 15 times of 15, with a mean absolute error of 1.4% (largest 3.9%), where
+    wdr's covered 14 of 15 with a 5.2% error (trajectory weights with an effective sample of a few
+    hundred sessions) and pdis missed the Q-learning agent's value by 41%."""
     _need(x, "drl", "q_logged", "v", "state_ratio")
     nxt = x.index.next_position
     next_value = np.where(nxt >= 0, x.v[np.maximum(nxt, 0)], 0.0)

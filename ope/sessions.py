@@ -62,8 +62,8 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
 
     if any(s.name == "fqe" for s in specs):
         warnings.append("fqe's interval shows how the value varies over the initial states only, not the error of "
-                        "the fitted Q function: it is not a confidence interval for the policy's value (use dr or "
-                        "wdr for one; the gate does not accept fqe).")
+                        "the fitted Q function: it is not a confidence interval for the policy's value (use drl, dr "
+                        "or wdr for one; the gate does not accept fqe).")
     if any(s.name == "mis" for s in specs):
         warnings.append("mis's interval does not include the error of the fitted state density ratios, which grows "
                         "with the session length: read it as a model-based estimate (the gate does not accept mis).")
@@ -74,7 +74,7 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
         metric = spec.name
         reward = index.sort(logs.reward(spec))
         fits = {}
-        if any(s.needs_model for s in specs):
+        if pairs:
             step(f"fitted-Q evaluation for {metric}")
             from .sequential_models import fit_fqe
             fits = fit_fqe(features, action_code, logs.n_action_codes, reward, index.session, index.step,
@@ -84,17 +84,21 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
         all_terms[metric] = {}
         for name in all_policies:
             fit = fits.get(name)
+            q_logged, v = (None, None) if fit is None else (fit.q_logged, fit.v)
+            if fit is None and name == LOGGING_POLICY and any(s.needs_model for s in specs):
+                # not fitted (see _policy_pairs): with unit weights the terms of dr, wdr and drl telescope to the
+                # session's return whatever the Q function, so Q = 0 gives them exactly
+                q_logged = v = np.zeros(index.n_rows)
             inputs = SessionInputs(index=index, reward=reward,
                                    ratio=ratios[name] if ratios[name] is not None else np.ones(index.n_rows),
-                                   gamma=config.gamma, q_logged=None if fit is None else fit.q_logged,
-                                   v=None if fit is None else fit.v, state_ratio=state_ratios.get(name),
+                                   gamma=config.gamma, q_logged=q_logged, v=v, state_ratio=state_ratios.get(name),
                                    unit_weight=name == LOGGING_POLICY)
             if name == LOGGING_POLICY:
                 returns[metric] = inputs.discounted_return
             curves.setdefault(metric, {})[name] = step_values(inputs)[:MAX_STEPS_REPORTED].tolist()
             all_terms[metric][name] = {}
             for s in specs:
-                if s.needs_model and fit is None:
+                if s.needs_model and q_logged is None:
                     warnings.append(f"{s.identifier} skipped for '{name}': its probabilities are known only at the "
                                     "logged actions (compact pi_ form), and fitted-Q evaluation needs them at every "
                                     "action.")
@@ -129,11 +133,16 @@ def _policy_pairs(logs: LoggedData, index: SessionIndex, policies: Mapping[str, 
                   specs: Sequence[EstimatorSpec], warnings: list[str]) -> dict[str, tuple]:
     """(sorted position, action code, probability) of every action each policy may take at every step,
     for fitted-Q evaluation. The logging policy's is its logged action (probability 1): fitted-Q then
-    evaluates the behaviour policy from its own next actions."""
+    evaluates the behaviour policy from its own next actions. Its Q function is fitted only for `fqe`:
+    with unit weights the per-session terms of dr, wdr and drl are the session's discounted return
+    whatever the Q function (sum_t gamma^t (r_t - Q_t + V_t) with V_t = Q_t at the logged action), so
+    fitting it would cost a quarter of the model time for nothing."""
     if not any(s.needs_model for s in specs):
         return {}
-    pairs = {LOGGING_POLICY: (np.arange(index.n_rows, dtype=np.int64), index.sort(logs.action_code),
-                              np.ones(index.n_rows))}
+    pairs = {}
+    if any(s.name == "fqe" for s in specs):
+        pairs[LOGGING_POLICY] = (np.arange(index.n_rows, dtype=np.int64), index.sort(logs.action_code),
+                                 np.ones(index.n_rows))
     for name, p in policies.items():
         if name == LOGGING_POLICY or p.compact:
             continue
@@ -191,14 +200,17 @@ def _session_warnings(diag: dict) -> list[str]:
     out = []
     n, ess = diag["n"], diag["ess"]
     if n and ess < max(LOW_ESS_ROWS, LOW_ESS_SHARE * n):
-        out.append(f"Low effective number of sessions: {ess:,.0f} of {n:,} ({ess / n:.1%}): the estimate rests on "
-                   "a few heavily weighted sessions, and normal intervals can miss the value; prefer wdr or dr to "
-                   "pdis, and collect more sessions or explore more before trusting a gate.")
+        out.append(f"Low effective number of sessions: {ess:,.0f} of {n:,} ({ess / n:.1%}): the estimators that "
+                   "multiply the weights along a session (pdis, wpdis, tis, dr, wdr) rest on a few heavily weighted "
+                   "sessions, and their normal intervals can miss the value; prefer drl, which weights each step by "
+                   "fitted state density ratios instead, and collect more sessions or explore more before trusting "
+                   "a gate.")
     t = diag["collapse_step"]
     if t is not None:
         alive, ess_t = diag["by_step"]["alive"][t], diag["by_step"]["ess"][t]
         out.append(f"Importance weights collapse from step {t}: there the effective sample is {ess_t:,.0f} of the "
                    f"{alive:,} sessions still running ({ess_t / alive:.1%}). Per-decision IS (pdis, tis) rests on a "
-                   "few sessions after it; doubly robust wdr and dr suffer less (fqe and mis depend on fitted models "
-                   "whose error their intervals do not show).")
+                   "few sessions after it; doubly robust wdr and dr suffer less, and drl, which does not multiply "
+                   "the weights, least (fqe and mis depend on fitted models whose error their intervals do not "
+                   "show).")
     return out

@@ -218,6 +218,54 @@ def test_fqe_is_out_of_fold_and_deterministic():
         assert np.all(other[name].v[~in_fold_0] > first[name].v[~in_fold_0] + 1.0)
 
 
+def test_fqe_per_step_without_pooling_and_the_pooling_reported(data, fqe):
+    """pool_rows = 0 fits every step on its own rows; by default every step of this data (< POOL_ROWS rows) is
+    fitted with the later steps' rows, from step 0 on, and the quality says so."""
+    assert np.bincount(data["step"]).max() < sequential_models.POOL_ROWS
+    assert fqe["pi"].quality["pool_rows"] == sequential_models.POOL_ROWS
+    assert fqe["pi"].quality["pooled_from_step"] == 0
+    per_step = run_fqe(data, policies=("pi",), pool_rows=0)
+    assert per_step["pi"].quality["pooled_from_step"] is None
+    truth, se = exact_value(MDP["pi"], 1.0), efficient_se(data, 1.0)
+    estimate = initial_value(per_step["pi"], data)
+    assert abs(estimate - truth) <= 4 * se, f"FQE {estimate:.4f}, exact {truth:.4f}, 4 SE = {4 * se:.4f}"
+
+
+@pytest.mark.parametrize("pool_rows", [0, 4000])
+def test_pooled_recursions_only_use_the_steps_already_done(pool_rows):
+    """Pooling keeps each recursion exact: FQE (backward) at steps >= 1 does not see the rewards of step 0,
+    and the state ratios (forward) at steps <= 2 do not see the importance ratios of the steps from 2 on."""
+    d = simulate(3000, seed=9)
+    step = d["step"]
+    first = run_fqe(d, policies=("pi",), seed=1, pool_rows=pool_rows)["pi"]
+    changed = run_fqe(dict(d, reward=np.where(step == 0, d["reward"] + 10.0, d["reward"])), policies=("pi",),
+                      seed=1, pool_rows=pool_rows)["pi"]
+    np.testing.assert_array_equal(changed.v[step >= 1], first.v[step >= 1])
+    assert np.all(changed.q_logged[step == 0] > first.q_logged[step == 0] + 5.0)
+    w = run_ratios(d, seed=1, pool_rows=pool_rows)
+    w_changed = run_ratios(dict(d, ratio=np.where(step >= 2, d["ratio"] * 2.0, d["ratio"])), seed=1,
+                           pool_rows=pool_rows)
+    np.testing.assert_array_equal(w_changed[step <= 2], w[step <= 2])
+    assert not np.array_equal(w_changed[step == 3], w[step == 3])
+
+
+def test_the_same_models_with_one_and_with_two_openmp_threads(monkeypatch):
+    """Every fit and prediction on the caller's threads (the serial thresholds set to 0): one OpenMP thread and
+    two give the same digits, so documents do not depend on the machine's thread count."""
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(sequential_models, "SERIAL_ROWS", 0)
+    monkeypatch.setattr(sequential_models, "SERIAL_FIT_ROWS", 0)
+    d = simulate(3000, seed=12)
+    out = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            fit = run_fqe(d, policies=("pi",), seed=3, pool_rows=4000)["pi"]
+            out.append((fit.v, fit.q_logged, run_ratios(d, seed=3, pool_rows=4000)))
+    for one, two in zip(*out):
+        np.testing.assert_array_equal(one, two)
+
+
 def test_fqe_with_the_exact_expectation_and_a_user_model(data):
     from sklearn.tree import DecisionTreeRegressor
 
@@ -246,10 +294,12 @@ def test_a_state_column_missing_at_late_steps():
     """A context column logged only at the first steps has no value in the late steps' blocks."""
     d = simulate(1500, seed=8)
     features = d["features"].assign(extra=np.where(d["step"] < 3, d["reward"], np.nan))
-    fits = fit_fqe(features, d["action"], N_ACTIONS, d["reward"], d["session"], d["step"], d["next_row"],
-                   {"pi": d["pi_pairs"]}, min_step_rows=100)
-    w = fit_state_ratios(features, d["session"], d["step"], d["next_row"], {"pi": d["ratio"]}, min_step_rows=100)["pi"]
-    assert np.all(np.isfinite(fits["pi"].v)) and np.all(np.isfinite(w))
+    for pool_rows in (0, 1000):
+        fits = fit_fqe(features, d["action"], N_ACTIONS, d["reward"], d["session"], d["step"], d["next_row"],
+                       {"pi": d["pi_pairs"]}, min_step_rows=100, pool_rows=pool_rows)
+        w = fit_state_ratios(features, d["session"], d["step"], d["next_row"], {"pi": d["ratio"]},
+                             pool_rows=pool_rows)["pi"]
+        assert np.all(np.isfinite(fits["pi"].v)) and np.all(np.isfinite(w))
 
 
 # =================================================================================================
@@ -266,15 +316,18 @@ def _check_ratios(w: np.ndarray, d: dict) -> None:
 
 
 def test_state_ratios_match_the_exact_ratios(data):
+    """With the defaults every step of this data (< POOL_ROWS rows each) is pooled with the earlier ones."""
+    assert np.bincount(data["step"]).max() < sequential_models.POOL_ROWS
     w = run_ratios(data, seed=0)
-    assert np.all(w >= 0)
     _check_ratios(w, data)
     # the ratios are not trivially 1: the candidate visits the states differently
     assert np.max(np.abs(exact_ratios(MDP["pi"]) - 1)) > 0.2
 
 
-def test_state_ratios_with_a_pooled_tail(data):
-    _check_ratios(run_ratios(data, seed=1, min_step_rows=2500), data)
+@pytest.mark.parametrize("pool_rows", [0, 2500])
+def test_state_ratios_per_step_and_pooled_from_a_given_size(data, pool_rows):
+    """pool_rows = 0: one model per step; 2500: steps 1-3 alone (more rows), the later ones pooled."""
+    _check_ratios(run_ratios(data, seed=1, pool_rows=pool_rows), data)
 
 
 def test_state_ratios_of_the_logging_policy_are_ones_without_fitting(data, monkeypatch):
