@@ -212,7 +212,7 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
 
     sessions: evaluate whole viewer sessions (the logs' session_id and step): the value is the expected
     discounted return per session, sum_t gamma^t r_t, and each session is one sample. estimators:
-    None for the level's defaults (ips, snips, dr; for sessions pdis, wpdis, wdr).
+    None for the level's defaults (ips, snips, dr; for sessions drl, wdr, pdis).
 
     logs, each policy, q_hat and actions: a Parquet path, a pandas DataFrame or a pyarrow Table.
     rewards: a column or expression ("engagement=watch_seconds + 50*gift_value"), a list of them or a

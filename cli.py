@@ -660,7 +660,7 @@ def _add_evaluate(sub) -> None:
                         "DM/DR with model=constant use the mean reward per position as the reward model. "
                         "'auto' chooses one per policy and metric from the data (SLOPE) and reports why. "
                         f"With --sessions: {', '.join(SESSION_ESTIMATOR_NAMES)} (pdis:clip=100, dr:clip=100, ...). "
-                        "Default: ips,snips,dr; with --sessions pdis,wpdis,wdr")
+                        "Default: ips,snips,dr; with --sessions drl,wdr,pdis")
     p.add_argument("--gamma", type=float, default=1.0,
                    help="discount of session returns, sum_t gamma^t r_t (with --sessions; 1.0 = total per session)")
     p.add_argument("--ci", default=DEFAULT_CI,
@@ -822,7 +822,7 @@ def _add_learn(sub) -> None:
                    help="held-out split by decision: random (a seeded hash of decision_id) or time (the latest)")
     p.add_argument("--test-share", type=float, default=0.3, help="share of the decisions held out for evaluation")
     p.add_argument("--estimators", help="estimators of the held-out evaluation (default: snips,dr; for sessions "
-                                        "pdis,wpdis,wdr)")
+                                        "drl,wdr,pdis)")
     p.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
     p.add_argument("--name", default="learned", help="the policy's name in the results")
     p.add_argument("--seed", type=_seed, default=0, help=f"seed of the split, folds and models, 0 to {_MAX_SEED:,}")

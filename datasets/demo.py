@@ -88,8 +88,9 @@ rule = "improves"
 min_effect = 0.0
 """
 
-#: The session gate's estimator: weighted doubly robust (fitted-Q plus step-normalised weights).
-SESSION_ESTIMATOR = "wdr"
+#: The session gate's estimator, the gate's default there: double reinforcement learning (fitted Q
+#: corrected by fitted marginal density ratios).
+SESSION_ESTIMATOR = "drl"
 
 LEARN_GATE_TOML = """\
 # livegate demo, learning chapter: a candidate learned from the logs (livegate learn --method dr, choosing

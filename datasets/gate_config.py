@@ -409,18 +409,19 @@ def _evaluation(r: _Reader, candidate_names: list[str]) -> dict:
     if level == "decision" and gamma != 1.0:
         r.problem(f"[evaluation] gamma = {gamma} discounts session returns, but level is \"decision\"",
                   fix='add level = "session" or leave gamma out')
-    # sessions: weighted doubly robust (Thomas & Brunskill 2016) has valid intervals and tames the curse of
-    # horizon that per-decision IS suffers; per decision, self-normalised IPS needs no reward model
+    # sessions: double reinforcement learning (Kallus & Uehara 2020) weights each step by fitted marginal
+    # ratios instead of products of weights, so it escapes the curse of horizon; it covered the simulator's
+    # truth 15 of 15 times (benchmarks/README_sessions.md). Per decision, self-normalised IPS needs no model
     estimator = r.get(evaluation, section, "estimator", str, default="drl" if level == "session" else "snips")
     name = str(estimator).split(":")[0].strip()
     if level == "session" and name == "auto":
         r.problem('[evaluation] estimator = "auto" chooses among the per-decision estimators; session-level '
-                  "evaluation has no automatic choice yet", fix='use "wdr" (or leave estimator out)')
+                  "evaluation has no automatic choice yet", fix='use "drl" (or leave estimator out)')
     if level == "session" and name in ("fqe", "mis"):
         model = "Q function" if name == "fqe" else "state density ratios"
         r.problem(f'[evaluation] estimator = "{name}" cannot gate: its interval does not include the error of its '
-                  f"fitted {model}", fix='use "wdr" or "dr" (doubly robust: fitted Q plus importance weights, '
-                  "unbiased whatever the Q function)")
+                  f"fitted {model}", fix='use "drl" (the default: fitted Q corrected by fitted marginal ratios, consistent if either model '
+                  'is), or "wdr" or "dr" (fitted Q plus importance weights, unbiased whatever the Q function)')
     return {"estimator": estimator,
             "alpha": alpha, "ci": r.get(evaluation, section, "ci", str, default=DEFAULT_CI), "seed": int(seed),
             "n_boot": int(r.get(evaluation, section, "n_boot", int, default=1000)), "baseline": baseline,

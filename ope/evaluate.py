@@ -24,7 +24,8 @@ from .diagnostics import reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
 
 SCHEMA = "livegate.evaluation/1"
-#: Default estimators per level: the cheap unbiased one, its self-normalised form and a doubly robust one
+#: Default estimators per level. Per decision: the cheap unbiased one, its self-normalised form and a doubly
+#: robust one. Per session: drl (the gate's default: doubly robust without products of weights), wdr and pdis
 DEFAULT_ESTIMATORS = {"decision": ("ips", "snips", "dr"), "session": ("drl", "wdr", "pdis")}
 
 
@@ -99,8 +100,8 @@ class EvaluationConfig:
                 if self.level == "session":
                     problems.append(Problem("--estimators", "'auto' chooses among the per-decision estimators; "
                                             "session-level evaluation has no automatic choice yet",
-                                            fix="name session estimators, e.g. --estimators wdr (gate.toml: "
-                                                "estimator = \"wdr\")"))
+                                            fix="name session estimators, e.g. --estimators drl (gate.toml: "
+                                                "estimator = \"drl\")"))
                 # a placeholder: its terms are the chosen candidate's (evaluate(), _metric_terms)
                 specs.append(EstimatorSpec(identifier=selection.AUTO, name=selection.AUTO))
                 continue

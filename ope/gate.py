@@ -95,11 +95,15 @@ def diagnostics_thresholds(cfg: GateConfig) -> dict:
             "defaults": dict(DIAGNOSTICS_DEFAULTS), "loosened": cfg.loosened}
 
 
-def _gated_ess(diag: dict) -> tuple[int, float]:
+def _gated_ess(diag: dict, cfg: GateConfig) -> tuple[int, float]:
     """(samples, effective sample size) the floor applies to: rows per decision; over sessions the
     sessions and the effective number of sessions, because the products of weights along a session
-    are what the session estimators rest on (measured on the session simulator: at 100-700 effective
-    sessions of 20,000-40,000 the intervals of wdr missed the truth)."""
+    are what the importance-weighted session estimators rest on (measured on the session simulator:
+    at 100-700 effective sessions of 20,000-40,000 the intervals of wdr missed the truth). drl
+    multiplies no weights: its corrections rest on the fitted marginal weights u_t w_t, so its floor
+    reads their effective number of sessions (`marginal_ess`, ope/sessions.py)."""
+    if cfg.level == "session" and cfg.estimator.split(":")[0] == "drl" and diag.get("marginal_ess") is not None:
+        return diag["n"], diag["marginal_ess"]
     return diag["n"], diag["ess"]
 
 
@@ -118,10 +122,12 @@ def _ess_text(ess: float) -> str:
 def _diagnostic_failures(diag: dict, cfg: GateConfig) -> list[str]:
     """Which thresholds a candidate's weight diagnostics miss (each one makes it inconclusive)."""
     failures = []
-    n, ess = _gated_ess(diag)
+    n, ess = _gated_ess(diag, cfg)
     required = _required_ess(n, cfg)
     if not ess >= required:  # NaN misses too
-        failures.append(f"effective sample size {_ess_text(ess)} < {required:,.0f} required (min_ess "
+        which = "effective sample size" if cfg.level != "session" else \
+            "effective number of sessions" + (" (drl's marginal weights)" if ess is diag.get("marginal_ess") else "")
+        failures.append(f"{which} {_ess_text(ess)} < {required:,.0f} required (min_ess "
                         f"{cfg.min_ess:,.0f}; min_ess_share {_pct(cfg.min_ess_share)} of {n:,} "
                         f"{'sessions' if cfg.level == 'session' else 'rows'})")
     # the mass is estimated from the mean weight, whose noise grows with the weights: a candidate is
@@ -172,7 +178,7 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
         diag = metrics[cfg.criteria[0].metric][cand.name].diagnostics
         failures = _diagnostic_failures(diag, cfg)
         # the figures the thresholds were compared with, next to the verdict
-        n, ess = _gated_ess(diag)
+        n, ess = _gated_ess(diag, cfg)
         entry = {"name": cand.name, "decision": None,
                  "diagnostics": {"ok": not failures, "failures": failures, "ess": ess, "n": n,
                                  "ess_share": ess / n if n else None, "min_ess_required": _required_ess(n, cfg),

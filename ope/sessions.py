@@ -109,7 +109,7 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
         results[metric] = _intervals(engines[metric], config)
 
     for name, p in all_policies.items():
-        diag = session_diagnostics(index, ratios[name], config.gamma)
+        diag = session_diagnostics(index, ratios[name], config.gamma, state_ratios.get(name))
         diag["unlogged_mass"] = p.unlogged_probability(len(logs.actions)) / logs.n
         diag["compact_form"] = p.compact
         diag["estimated_propensities"] = logs.propensity_source == "estimated"
@@ -150,7 +150,8 @@ def _policy_pairs(logs: LoggedData, index: SessionIndex, policies: Mapping[str, 
     return pairs
 
 
-def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: float) -> dict:
+def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: float,
+                        state_ratio: np.ndarray | None = None) -> dict:
     """The weight diagnostics of one policy over sessions.
 
     - per decision (every step's w_t): `weight_diagnostics`' statistics, unsupported mass and mean-weight test;
@@ -160,6 +161,9 @@ def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: fl
       discount-averaged cumulative weight u_i = sum_t gamma^t rho_t / sum_t gamma^t (1 for the logging
       policy; a session whose weights explode or vanish counts for little);
     - `trajectory_ess`: the Kish size of the full-trajectory weights rho_{T_i - 1} (what TIS rests on);
+    - `marginal_ess` (when `state_ratio` u_t was fitted, for drl or mis): the Kish size of each session's
+      discount-averaged marginal weight sum_t gamma^t u_t w_t / sum_t gamma^t, the weights drl's
+      corrections rest on instead of the products (None otherwise);
     - per step t: sessions alive, Kish size of rho_t among them, mean and largest rho_t; and
       `collapse_step`, the first step whose effective share falls below LOW_ESS_SHARE: from there on,
       per-decision importance sampling rests on a few sessions (the curse of horizon).
@@ -171,6 +175,8 @@ def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: fl
     discount = np.ones(n_rows) if gamma == 1.0 else gamma ** index.step.astype(np.float64)
     per_session = index.per_session(discount * rho) / index.per_session(discount)
     rho_last = rho[index.last_position()]
+    marginal = None if state_ratio is None else \
+        _kish(index.per_session(discount * state_ratio * w) / index.per_session(discount))
     alive = index.alive
     step_sum = np.bincount(index.step, weights=rho, minlength=horizon)
     step_sq = np.bincount(index.step, weights=rho * rho, minlength=horizon)
@@ -183,6 +189,7 @@ def session_diagnostics(index: SessionIndex, ratio: np.ndarray | None, gamma: fl
     row_warnings = warnings_for(diag)
     diag.update(
         n=n_sessions, n_rows=n_rows, ess=_kish(per_session), decision_ess=diag["ess"], trajectory_ess=_kish(rho_last),
+        marginal_ess=marginal,
         collapse_step=int(collapsed[0]) if collapsed.size else None,
         by_step={key: values[:MAX_STEPS_REPORTED].tolist() for key, values in
                  {"alive": alive, "ess": ess_by_step, "mean_weight": step_sum / np.maximum(alive, 1),
