@@ -13,7 +13,10 @@ how many intervals cover the truth, how many estimates are within 10% of it, the
 signed relative error, the mean interval half-width, and the root mean square of the z-scores
 (estimate - truth) / se, which is about 1 when the standard errors are right (and the estimator unbiased).
 The issue's target (#11): the gate's default session estimator within 10% of the truth at 4e4 sessions,
-with covering intervals. Timing: wall and CPU seconds of each evaluate call (simulation not included).
+with covering intervals. With `--ci robust` and drl among the estimators, it also prints the gate's verdict
+on each candidate with the session defaults (drl, robust intervals, the effective-sample floor on drl's
+marginal weights, Holm) and the criterion "watch time per session improves on logging", next to the
+right answer. Timing: wall and CPU seconds of each evaluate call (simulation not included).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ def run_seed(n_sessions: int, seed: int, estimators: str, ci: str) -> dict:
     result = api.evaluate(sim.logs, policies, METRIC, estimators, sessions=True, actions=sim.actions, seed=0, ci=ci)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     doc = result.to_dict()
+    gate = gate_verdicts(result, sim.truth) if ci == "robust" and "drl" in estimators.split(",") else None
     rows = []
     for policy in CANDIDATES:
         truth = sim.truth["logged_starts"][policy][METRIC]
@@ -56,7 +60,26 @@ def run_seed(n_sessions: int, seed: int, estimators: str, ci: str) -> dict:
                          "covers": bool(low <= truth <= high),
                          "ci_open": e.get("ci_open"), "ci_cantelli": e.get("ci_cantelli"),
                          "ess": entry.get("diagnostics", {}).get("ess")})
-    return {"seed": seed, "n_rows": int(len(sim.logs)), "wall_s": wall, "cpu_s": cpu, "rows": rows}
+    return {"seed": seed, "n_rows": int(len(sim.logs)), "wall_s": wall, "cpu_s": cpu, "rows": rows, "gate": gate}
+
+
+def gate_verdicts(result, truth: dict) -> list[dict]:
+    """The gate's verdict on each candidate with its session defaults (drl, robust intervals, the
+    effective-sample floor, Holm over the candidates) and one criterion, watch time per session improves
+    on logging (min_effect 0), next to the right answer: pass when the candidate is truly better."""
+    from livegate.datasets.gate_config import parse_gate_config
+    from livegate.ope.gate import decide
+
+    cfg = parse_gate_config({"data": {"logs": "logs.parquet"}, "evaluation": {"level": "session"},
+                             "candidate": [{"name": c, "policy": f"{c}.parquet"} for c in CANDIDATES],
+                             "criterion": [{"metric": METRIC, "rule": "improves", "min_effect": 0.0}]},
+                            Path("bench-gate.toml"))
+    decision = decide(result, cfg).to_dict()
+    base = truth["logged_starts"]["logging"][METRIC]
+    return [{"policy": c["name"], "decision": c["decision"], "ess": c["diagnostics"]["ess"],
+             "diagnostics_ok": c["diagnostics"]["ok"],
+             "truly": "better" if truth["logged_starts"][c["name"]][METRIC] > base else "worse"}
+            for c in decision["candidates"]]
 
 
 def seed_table(run: dict) -> str:
@@ -109,6 +132,12 @@ def main() -> None:
         print(seed_table(runs[-1]), flush=True)
     print(f"\n### summary over {len(seeds)} seeds x {len(CANDIDATES)} candidates\n")
     print(summary(runs, estimators))
+    if any(run["gate"] for run in runs):
+        print("\n### the gate's verdicts (session defaults: drl, robust, effective-sample floor; improves on logging)\n")
+        print("| seed | " + " | ".join(CANDIDATES) + " |\n|---|" + "---|" * len(CANDIDATES))
+        for run in runs:
+            print(f"| {run['seed']} | " + " | ".join(f"{g['decision']} (truly {g['truly']}; drl ESS {g['ess']:,.0f})"
+                                                       for g in run["gate"]) + " |")
     if args.out_json:
         Path(args.out_json).write_text(json.dumps({"n_sessions": args.n_sessions, "seeds": seeds, "ci": args.ci,
                                                    "estimators": estimators, "runs": runs}, indent=1))

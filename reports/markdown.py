@@ -193,14 +193,15 @@ def _sessions_table(evaluation: dict, baseline: str | None) -> list[str]:
         rows.append([escape(name) + (" (baseline)" if name == baseline else ""), fmt.num(d.get("n")),
                      fmt.num(d.get("n_rows")),
                      fmt.num(d.get("ess")) + (f" ({fmt.pct(ess / n)})" if ess is not None and n else ""),
-                     fmt.num(d.get("trajectory_ess")), escape(sessions.collapse_text(d))])
+                     fmt.num(d.get("trajectory_ess")), fmt.num(d.get("marginal_ess")),
+                     escape(sessions.collapse_text(d))])
     if not rows:
         return []
     threshold = fmt.plain(100 * sessions.COLLAPSE_SHARE) + "%"
     return ["**Sessions**: the weights collapse at the first step (0 = first) where fewer than "
             f"{threshold} of the sessions still running are effective.", ""] + \
-        _table(["Policy", "Sessions", "Steps", "Eff. sessions", "Trajectory ESS", "Weights collapse"], rows,
-               right={1, 2, 3, 4})
+        _table(["Policy", "Sessions", "Steps", "Eff. sessions", "Trajectory ESS", "drl ESS", "Weights collapse"],
+               rows, right={1, 2, 3, 4, 5})
 
 
 def _causal(entry: Entry) -> list[str]:

@@ -113,15 +113,17 @@ def _auto_lines(doc: dict) -> list[str]:
 def _session_diagnostics(policies: dict) -> list[str]:
     """Session-level diagnostics: sessions and effective sessions (ESS), the effective number of
     whole trajectories (what trajectory-wise IS rests on), per-step weight statistics, and the step
-    from which the effective share of the sessions still running is below 10% (weights collapse)."""
+    from which the effective share of the sessions still running is below 10% (weights collapse).
+    `drl ESS`: the effective number of sessions of the fitted marginal weights drl rests on (when fitted).
+    The steps are the same for every policy: the header line above the table gives them."""
     lines = [_wrap("diagnostics per session (ESS: effective number of sessions; the weights collapse at the first "
                    f"step where less than {COLLAPSE_SHARE:.0%} of the sessions still running are effective)"),
-             f"{'policy':<16} {'sessions':>9} {'ESS':>9} {'traj. ESS':>9} {'steps':>9} {'max w':>8} {'mean w':>7} "
+             f"{'policy':<16} {'sessions':>9} {'ESS':>9} {'traj. ESS':>9} {'drl ESS':>9} {'max w':>8} {'mean w':>7} "
              f"{'unsupp.':>7} {'weights collapse':>17}"]
     for name, result in policies.items():
         d = result["diagnostics"]
         lines.append(f"{_clip(str(name), 16):<16} {_count(d.get('n')):>9} {_count(d.get('ess')):>9} "
-                     f"{_count(d.get('trajectory_ess')):>9} {_count(d.get('n_rows')):>9} "
+                     f"{_count(d.get('trajectory_ess')):>9} {_count(d.get('marginal_ess')):>9} "
                      f"{_num(d.get('max_weight'), 3):>8} {_num(d.get('mean_weight'), 3):>7} "
                      f"{_num(d.get('unsupported_mass'), 3):>7} {_clip(collapse_text(d, short=True), 17):>17}")
     return lines

@@ -130,6 +130,7 @@ def test_terminal_table_says_per_session(session_doc):
     assert "ESS: effective number of sessions" in table
     diagnostics = table[table.index("diagnostics per session"):]
     assert "sessions" in diagnostics and "traj. ESS" in diagnostics and "weights collapse" in diagnostics
+    assert "drl ESS" in diagnostics
     cand = next(line for line in diagnostics.splitlines() if line.startswith("cand "))
     assert f"step {_collapse_step(session_doc)} (" in cand and f"{N_SESSIONS}" in cand
     logging = next(line for line in diagnostics.splitlines() if line.startswith("logging "))
@@ -265,7 +266,7 @@ def test_markdown_has_the_session_facts_as_a_short_table(session_doc):
     assert f"**Per session (gamma = 1)**: {N_SESSIONS} sessions, {steps:,} steps" in markdown
     assert "**watch\\_seconds** (primary), per session (total over the session)" in markdown
     assert "| Policy | Value | Difference | Relative | Eff. sessions | Unsupported |" in markdown
-    assert "| Policy | Sessions | Steps | Eff. sessions | Trajectory ESS | Weights collapse |" in markdown
+    assert "| Policy | Sessions | Steps | Eff. sessions | Trajectory ESS | drl ESS | Weights collapse |" in markdown
     cand = next(line for line in markdown.splitlines() if line.startswith("| cand |") and "step" in line)
     assert f"| {N_SESSIONS} | {steps:,} |" in cand and f"step {_collapse_step(session_doc)} (" in cand
     assert "| logging (baseline) |" in markdown and "| none |" in markdown
