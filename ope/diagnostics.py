@@ -30,6 +30,17 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     else:
         # einsum, not np.dot: a threaded BLAS dot's last digits depend on the thread count
         total, total_sq = float(np.sum(weight)), float(np.einsum("i,i->", weight, weight))
+    qs = [top] * 3 if constant else np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
+    n_positive = (n if top > 0 else 0) if constant else int(np.count_nonzero(weight > 0))
+    edges = _edges(top)
+    counts = _histogram(np.array([top]), edges) * n if constant else _histogram(weight, edges)
+    return diagnostics_from_sums(n, total, total_sq, top, n_positive, qs, edges, counts)
+
+
+def diagnostics_from_sums(n: int, total: float, total_sq: float, top: float, n_positive: int, quantiles,
+                          edges: np.ndarray, counts: np.ndarray) -> dict:
+    """`weight_diagnostics` from the weights' sums, largest value, positive count, quantiles (at 0.5,
+    0.9, 0.99) and histogram: what a streamed evaluation merges over partitions (ope/streaming.py)."""
     mean = total / n
     # from the two sums, not np.std: no full-size temporaries (weights are O(1), so no cancellation to fear)
     se = math.sqrt(max(total_sq - n * mean * mean, 0.0) / (n - 1) / n) if n > 1 else math.nan
@@ -40,10 +51,6 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
     unsupported = min(1.0, max(0.0, 1.0 - mean))
     unsupported_lower = min(1.0, max(0.0, 1.0 - mean - margin))
     unsupported_upper = min(1.0, max(0.0, 1.0 - mean + margin))
-    qs = [top] * 3 if constant else np.quantile(weight, [0.5, 0.9, 0.99]) if n else [math.nan] * 3
-    n_positive = (n if top > 0 else 0) if constant else int(np.count_nonzero(weight > 0))
-    edges = _edges(top)
-    counts = _histogram(np.array([top]), edges) * n if constant else _histogram(weight, edges)
     return {
         "n": n,
         "ess": total * total / total_sq if total_sq > 0 else 0.0,
@@ -54,7 +61,7 @@ def weight_diagnostics(weight: np.ndarray) -> dict:
         "unsupported_mass": unsupported,
         "unsupported_mass_lower": unsupported_lower,
         "unsupported_mass_upper": unsupported_upper,
-        "weight_quantiles": {"0.5": float(qs[0]), "0.9": float(qs[1]), "0.99": float(qs[2])},
+        "weight_quantiles": {"0.5": float(quantiles[0]), "0.9": float(quantiles[1]), "0.99": float(quantiles[2])},
         "weight_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }
 

@@ -213,10 +213,7 @@ def _reward_range(metric: str, reward: np.ndarray, cfg: EvaluationConfig) -> tup
     """The configured range, or [0, 1] for a 0/1 reward; None (unknown) otherwise."""
     if metric in cfg.reward_ranges:
         low, high = cfg.reward_ranges[metric]
-        outside = int(np.count_nonzero((reward < low) | (reward > high)))
-        if outside:
-            raise InputError(Problem("--reward-range", f"{outside:,} rows of {metric} lie outside [{low}, {high}]",
-                                     fix="give a range that holds every possible reward"))
+        check_reward_range(metric, int(np.count_nonzero((reward < low) | (reward > high))), cfg)
         return float(low), float(high)
     if reward.size and not 0 <= float(np.min(reward)) <= float(np.max(reward)) <= 1:
         return None  # one comparison pass settles most rewards (watch seconds, gift values)
@@ -225,25 +222,48 @@ def _reward_range(metric: str, reward: np.ndarray, cfg: EvaluationConfig) -> tup
     return None
 
 
+def check_reward_range(metric: str, outside: int, cfg: EvaluationConfig) -> None:
+    """A configured reward range that `outside` rows break is an input error."""
+    if outside:
+        low, high = cfg.reward_ranges[metric]
+        raise InputError(Problem("--reward-range", f"{outside:,} rows of {metric} lie outside [{low}, {high}]",
+                                 fix="give a range that holds every possible reward"))
+
+
 def _data_summary(logs: LoggedData, rewards: Mapping[str, np.ndarray]) -> dict:
-    period = None
-    if logs.timestamp is not None:
-        ts = logs.timestamp
-        period = {"start": str(np.datetime_as_string(ts.min(), unit="s")) + "Z",
-                  "end": str(np.datetime_as_string(ts.max(), unit="s")) + "Z"}
     summary = {}
     for name, r in rewards.items():
         q = np.quantile(r, [0.5, 0.9, 0.99])
-        summary[name] = {"mean": float(r.mean()), "std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
-                         "min": float(r.min()), "max": float(r.max()),
-                         "zero_fraction": float(np.mean(r == 0)),
-                         "quantiles": {"0.5": float(q[0]), "0.9": float(q[1]), "0.99": float(q[2])}}
-    return {"n_rows": logs.n,
-            "n_decisions": int(len(logs.decision_ids)) if logs.decision_ids is not None else logs.n,
-            "n_actions": int(len(logs.actions)), "n_positions": logs.n_positions, "period": period,
-            "propensity": {"min": float(np.min(logs.propensity)), "max": float(np.max(logs.propensity)),
-                           "source": logs.propensity_source},
-            "rewards": summary}
+        summary[name] = reward_summary(float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0, float(r.min()),
+                                       float(r.max()), float(np.mean(r == 0)), q)
+    ts = logs.timestamp
+    return data_summary(n_rows=logs.n,
+                        n_decisions=int(len(logs.decision_ids)) if logs.decision_ids is not None else logs.n,
+                        n_actions=int(len(logs.actions)), n_positions=logs.n_positions,
+                        period=None if ts is None else (ts.min(), ts.max()),
+                        propensity=(float(np.min(logs.propensity)), float(np.max(logs.propensity))),
+                        propensity_source=logs.propensity_source, rewards=summary)
+
+
+#: the reward quantiles of the data summary
+SUMMARY_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def reward_summary(mean: float, std: float, low: float, high: float, zero_fraction: float, quantiles) -> dict:
+    """One reward's entry of the data summary (quantiles at SUMMARY_QUANTILES)."""
+    return {"mean": mean, "std": std, "min": low, "max": high, "zero_fraction": zero_fraction,
+            "quantiles": {str(q): float(v) for q, v in zip(SUMMARY_QUANTILES, quantiles)}}
+
+
+def data_summary(*, n_rows: int, n_decisions: int, n_actions: int, n_positions: int, period, propensity,
+                 propensity_source: str, rewards: dict) -> dict:
+    """The document's `data` entry; `period`: (first, last) datetime64 or None."""
+    if period is not None:
+        period = {"start": str(np.datetime_as_string(period[0], unit="s")) + "Z",
+                  "end": str(np.datetime_as_string(period[1], unit="s")) + "Z"}
+    return {"n_rows": n_rows, "n_decisions": n_decisions, "n_actions": n_actions, "n_positions": n_positions,
+            "period": period, "propensity": {"min": propensity[0], "max": propensity[1], "source": propensity_source},
+            "rewards": rewards}
 
 
 def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], reward: np.ndarray,
@@ -293,6 +313,27 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
     return fit.q_logged, q_pi, fit.quality
 
 
+def check_request(policies: Mapping[str, object], rewards: Sequence[RewardSpec], config: EvaluationConfig) -> None:
+    """The request's own errors, before any row is read: no reward, a candidate named like the built-in
+    logging policy, a baseline that is not among the policies."""
+    if not rewards:
+        raise InputError(Problem("--reward", "no reward given", fix="e.g. --reward watch_seconds"))
+    if LOGGING_POLICY in policies:
+        raise InputError(Problem("--policy", f"'{LOGGING_POLICY}' is the built-in logging policy",
+                                 fix="give the candidate another name"))
+    names = [LOGGING_POLICY, *policies]
+    if config.baseline not in names:
+        raise InputError(Problem("--baseline", f"'{config.baseline}' is not among the policies",
+                                 fix=f"choose one of {', '.join(names)}"))
+
+
+def importance_weights(logs: LoggedData, policies: Mapping[str, PolicyTable]) -> dict[str, np.ndarray]:
+    """pi_e(a|x) / pi_0(a|x) of the logged action per row and policy; exactly 1 for the logging policy
+    (it took the logged action: a read-only view of one 1.0)."""
+    return {name: np.broadcast_to(1.0, logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
+            for name, p in policies.items()}
+
+
 def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Sequence[RewardSpec],
              config: EvaluationConfig = EvaluationConfig(), q_hat: Mapping[str, RewardPredictions] | None = None,
              progress: Callable[[str], None] | None = None) -> EvaluationResult:
@@ -300,15 +341,8 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     the paired difference to the baseline. `policies` excludes the built-in `logging`, which is added."""
     specs = config.validate()
     step = progress or (lambda _msg: None)
-    if not rewards:
-        raise InputError(Problem("--reward", "no reward given", fix="e.g. --reward watch_seconds"))
-    if LOGGING_POLICY in policies:
-        raise InputError(Problem("--policy", f"'{LOGGING_POLICY}' is the built-in logging policy",
-                                 fix="give the candidate another name"))
+    check_request(policies, rewards, config)
     all_policies = {LOGGING_POLICY: logging_policy(logs), **policies}
-    if config.baseline not in all_policies:
-        raise InputError(Problem("--baseline", f"'{config.baseline}' is not among the policies",
-                                 fix=f"choose one of {', '.join(all_policies)}"))
     if config.level == "session":
         return _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress)
     if any(s.needs_model for s in specs) and logs.n_context_columns == 0 and not q_hat and "q_hat" not in logs.extra:
@@ -323,9 +357,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
         raise_if_any(check_cross_fitting(n_units, config.n_folds, logs.source,
                                          [s.identifier for s in specs if s.needs_model]))
 
-    # exactly 1 for the logging policy: it took the logged action (a read-only view of one 1.0)
-    weights = {name: np.broadcast_to(1.0, logs.n) if name == LOGGING_POLICY else p.pi_logged / logs.propensity
-               for name, p in all_policies.items()}
+    weights = importance_weights(logs, all_policies)
     if config.max_weight is not None:  # a bound "known by design" that the data break is an input error
         _check_max_weight(weights, config.max_weight)
     category_weights = {name: _category_weights(logs, p, config) for name, p in all_policies.items()} \
@@ -343,6 +375,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
     warnings: list[str] = []
     qualities: dict[str, dict | None] = {}
     choices: dict[str, selection.MetricChoices | None] = {}
+    keys = bootstrap_keys(logs) if config.ci == "bootstrap" else None
     try:
         for spec in rewards:
             metric = spec.name
@@ -350,14 +383,12 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                 metric, reward_arrays[metric], logs, all_policies, weights, category_weights, specs,
                 (q_hat or {}).get(metric), config, step, warnings)
             engines[metric] = IntervalEngine(all_terms[metric], config,
-                                             value_range=_reward_range(metric, reward_arrays[metric], config))
+                                             value_range=_reward_range(metric, reward_arrays[metric], config),
+                                             keys=keys)
             results[metric] = _intervals(engines[metric], config)
             if choices[metric]:
                 _auto_entries(results[metric], choices[metric], engines[metric], config)
-            if any(e.get("ci_method") == "bernstein-observed-range"
-                   for r in results[metric].values() for e in r.estimates.values()):
-                warnings.append(f"Bernstein intervals for {metric} use the observed range of the terms, so their "
-                                f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight.")
+            warnings += bernstein_warning(metric, results[metric])
         windows = _time_windows(logs, all_terms, specs, config) if logs.timestamp is not None else None
     except BaseException:
         for future in [*diagnosed.values(), summarised]:
@@ -375,13 +406,21 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
                             engines=engines, selections={m: c for m, c in choices.items() if c})
 
 
+def bernstein_warning(metric: str, results: Mapping[str, PolicyResult]) -> list[str]:
+    if any(e.get("ci_method") == "bernstein-observed-range" for r in results.values() for e in r.estimates.values()):
+        return [f"Bernstein intervals for {metric} use the observed range of the terms, so their "
+                f"coverage is not guaranteed: give --reward-range {metric}=LOW,HIGH and --max-weight."]
+    return []
+
+
 def _auto_entries(results: dict[str, PolicyResult], choices: selection.MetricChoices, engine: "IntervalEngine",
                   config: EvaluationConfig) -> None:
     """Replace the `auto` entries with the choices' estimates and intervals: the value's choice per
     policy and the paired difference's own. The terms they read (the chosen candidates' and the
     anchors') get an engine of their own, like the metric's `engine` (its value range), which the gate
     asks again at Holm's levels."""
-    choices.set_engine(IntervalEngine(choices.terms, config, value_range=getattr(engine, "value_range", None)))
+    choices.set_engine(IntervalEngine(choices.terms, config, value_range=getattr(engine, "value_range", None),
+                                      keys=getattr(engine, "keys", None)))
     for name, result in results.items():
         result.estimates[selection.AUTO] = selection.auto_estimate(choices.value[name], config.alpha)
         result.vs_baseline.pop(selection.AUTO, None)
@@ -403,13 +442,18 @@ def _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress) 
 def _check_max_weight(weights: Mapping[str, np.ndarray], bound: float) -> None:
     """Every importance weight must respect --max-weight: an interval labelled guaranteed on a broken bound
     would be a false promise."""
+    raise_max_weight({name: (int(np.count_nonzero(w > bound * (1 + 1e-12))), float(np.max(w)) if len(w) else 0.0)
+                      for name, w in weights.items()}, bound)
+
+
+def raise_max_weight(violations: Mapping[str, tuple[int, float]], bound: float) -> None:
+    """`violations`: policy -> (rows whose weight exceeds the bound, largest weight)."""
     problems = []
-    for name, w in weights.items():
-        above = int(np.count_nonzero(w > bound * (1 + 1e-12)))
+    for name, (above, largest) in violations.items():
         if above:
             problems.append(Problem("--max-weight", f"{above:,} row{'s' if above != 1 else ''} of policy '{name}' "
                                     f"{'have' if above != 1 else 'has'} an importance weight above the bound "
-                                    f"{bound:g} (largest {float(np.max(w)):.6g})",
+                                    f"{bound:g} (largest {largest:.6g})",
                                     fix="give a bound that holds by design for every row (at least the largest "
                                         "weight), check the logged propensities, or leave max_weight out (Bernstein "
                                         "intervals then say they use the observed range)"))
@@ -420,10 +464,12 @@ def _check_max_weight(weights: Mapping[str, np.ndarray], bound: float) -> None:
 def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: Mapping[str, PolicyTable],
                   weights: Mapping[str, np.ndarray], category_weights: Mapping[str, np.ndarray | None],
                   specs: Sequence[EstimatorSpec], q_hat: RewardPredictions | None, config: EvaluationConfig,
-                  step: Callable[[str], None], warnings: list[str]
+                  step: Callable[[str], None], warnings: list[str], reward_range: object = "data"
                   ) -> tuple[dict[str, dict[str, Terms]], dict | None, selection.MetricChoices | None]:
     """Every (policy, estimator)'s per-row terms for one metric, the reward model's quality, and with
-    `auto` every policy's choice (its terms are the chosen candidate's)."""
+    `auto` every policy's choice (its terms are the chosen candidate's). `reward_range`: "data" (the
+    rule of `_reward_range` on these rows), else the range to use (a streamed partition is given the
+    whole log's)."""
     q_logged = q_pi = quality = None
     auto = any(s.name == selection.AUTO for s in specs)
     no_model = _auto_model_note(logs, q_hat, config) if auto else None
@@ -431,7 +477,8 @@ def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: M
         step(f"reward model for {metric}")
         q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config, progress=step, metric=metric)
     step(f"estimating {metric}")
-    reward_range = _reward_range(metric, reward, config)
+    if isinstance(reward_range, str):
+        reward_range = _reward_range(metric, reward, config)
     if reward_range is not None and q_logged is not None:
         # a model may extrapolate past the reward's range; inside it DR's terms stay bounded
         q_logged = np.clip(q_logged, *reward_range)
@@ -500,11 +547,18 @@ def _auto_model_note(logs: LoggedData, q_hat: RewardPredictions | None, config: 
 
 def _policy_diagnostics(logs: LoggedData, policy: PolicyTable, weight: np.ndarray) -> dict:
     """Weight diagnostics, the probability on streams no logged row shows, and their warnings."""
-    diag = weight_diagnostics(weight)
-    diag["unlogged_mass"] = policy.unlogged_probability(len(logs.actions)) / logs.n
-    diag["compact_form"] = policy.compact
-    diag["estimated_propensities"] = logs.propensity_source == "estimated"
-    diag["warnings"] = warnings_for(diag, estimated_propensities=diag["estimated_propensities"], compact=policy.compact)
+    return finish_policy_diagnostics(weight_diagnostics(weight),
+                                     policy.unlogged_probability(len(logs.actions)) / logs.n,
+                                     compact=policy.compact, estimated=logs.propensity_source == "estimated")
+
+
+def finish_policy_diagnostics(diag: dict, unlogged_mass: float, *, compact: bool, estimated: bool) -> dict:
+    """`diag` (diagnostics.weight_diagnostics, or a streamed evaluation's merged equivalent) with the
+    unlogged mass, the input's form and the warnings of all of them."""
+    diag["unlogged_mass"] = unlogged_mass
+    diag["compact_form"] = compact
+    diag["estimated_propensities"] = estimated
+    diag["warnings"] = warnings_for(diag, estimated_propensities=estimated, compact=compact)
     if diag["unlogged_mass"] > 0:
         diag["warnings"].append(f"{diag['unlogged_mass']:.2%} of the candidate's probability is on streams that no "
                                 "logged row shows: importance weighting learns nothing about them, and the reward "
@@ -519,17 +573,22 @@ class IntervalEngine:
     intervals, each contrast's tail shape, computed once), so that the gate can ask again at a
     multiplicity-adjusted level without touching the data. `value_range`: the range every policy's
     value lies in (a 0/1 reward's [0, 1], a configured reward range), which every interval respects
-    (inference.within_range); None when unknown."""
+    (inference.within_range); None when unknown. `keys`: the rows' bootstrap keys
+    (inference.bootstrap_keys of their decision ids, `bootstrap_keys`); None: one unit per row.
+
+    The streamed evaluation's engine (ope/streaming.py) subclasses this one and answers the same
+    questions from merged sums: it overrides `_value`, `_bernstein` and `tail_shape`."""
 
     def __init__(self, terms: dict[str, dict[str, Terms]], cfg: EvaluationConfig,
-                 value_range: tuple[float, float] | None = None):
-        self.terms, self.cfg, self.value_range = terms, cfg, value_range
+                 value_range: tuple[float, float] | None = None, keys: np.ndarray | None = None):
+        self.terms, self.cfg, self.value_range, self.keys = terms, cfg, value_range, keys
         self.flat = [(p, e) for p, by_est in terms.items() for e in by_est]
         self.position = {key: i for i, key in enumerate(self.flat)}
         self._shapes: dict[tuple, inference.TailShape] = {}
         self.replicates = None
         if cfg.ci == "bootstrap" and self.flat:
-            self.replicates = inference.bootstrap_replicates([terms[p][e] for p, e in self.flat], cfg.n_boot, cfg.seed)
+            self.replicates = inference.bootstrap_replicates([terms[p][e] for p, e in self.flat], cfg.n_boot, cfg.seed,
+                                                             keys=keys)
 
     @functools.cached_property
     def covariance(self) -> inference.InfluenceCovariance:
@@ -543,6 +602,12 @@ class IntervalEngine:
             weights[self.position[key]] += c
         return weights
 
+    def _value(self, keys: list[tuple[str, str]], coefs: list[float]) -> float:
+        return inference.contrast_value([self.terms[p][e] for p, e in keys], coefs)
+
+    def _bernstein(self, keys: list[tuple[str, str]], coefs: list[float]) -> "inference._BernsteinBound":
+        return inference._BernsteinBound([self.terms[p][e] for p, e in keys], coefs)
+
     def tail_shape(self, keys: list[tuple[str, str]], coefs: list[float]) -> inference.TailShape:
         """The contrast's `TailShape` (one pass over the rows, then cached: the gate asks again)."""
         key = (tuple(keys), tuple(float(c) for c in coefs))
@@ -551,12 +616,11 @@ class IntervalEngine:
         return self._shapes[key]
 
     def interval(self, keys: list[tuple[str, str]], coefs: list[float], alpha: float) -> inference.Interval:
-        ts = [self.terms[p][e] for p, e in keys]
         if self.cfg.ci == "bootstrap":
             iv = inference.bootstrap_interval(self.replicates, self._replicate_coefs(keys, coefs),
-                                              inference.contrast_value(ts, coefs), alpha)
+                                              self._value(keys, coefs), alpha)
         elif self.cfg.ci == "bernstein":
-            iv = inference.bernstein_interval(ts, coefs, alpha)
+            iv = self._bernstein(keys, coefs).interval(alpha)
         else:
             iv = self.covariance.interval([self.position[k] for k in keys], coefs, alpha)
             if self.cfg.ci == "robust":
@@ -566,13 +630,12 @@ class IntervalEngine:
     def p_value(self, keys: list[tuple[str, str]], coefs: list[float], null: float) -> float:
         """The smallest alpha at which `interval(keys, coefs, alpha)` excludes `null` (NaN if undefined):
         the p-value that orders Holm's tests consistently with the intervals that decide them."""
-        ts = [self.terms[p][e] for p, e in keys]
         if self.cfg.ci == "bootstrap":
             p = inference.bootstrap_p_value(self.replicates, self._replicate_coefs(keys, coefs), null)
         elif self.cfg.ci == "bernstein":
-            p = inference.bernstein_p_value(ts, coefs, null)
+            p = self._bernstein(keys, coefs).p_value(null)
         else:
-            value = inference.contrast_value(ts, coefs)
+            value = self._value(keys, coefs)
             se = self.covariance.se([self.position[k] for k in keys], coefs)
             p = inference.robust_p_value(value, se, self.tail_shape(keys, coefs), null) \
                 if self.cfg.ci == "robust" else inference.normal_p_value(value, se, null)
@@ -584,6 +647,15 @@ class IntervalEngine:
     def relative(self, policy: str, baseline: str, estimator: str, alpha: float) -> tuple[float, float, float]:
         """candidate / baseline - 1 with its delta-method interval (normal whatever the ci method)."""
         return self.covariance.relative(self.position[(policy, estimator)], self.position[(baseline, estimator)], alpha)
+
+
+def bootstrap_keys(logs: LoggedData, offset: int = 0) -> np.ndarray:
+    """The rows' bootstrap keys (inference.bootstrap_keys): of their decision ids, so that the rows of
+    one decision (its positions) are resampled together; without decision ids, of the row numbers
+    offset, offset + 1, ... (a partition's rows start at its offset in the whole log)."""
+    if logs.decision_ids is not None and logs.decision_code is not None:
+        return inference.bootstrap_keys(logs.decision_ids[logs.decision_code])
+    return inference.bootstrap_keys(np.arange(offset, offset + logs.n, dtype=np.int64))
 
 
 def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, PolicyResult]:
@@ -609,7 +681,33 @@ def _intervals(engine: IntervalEngine, cfg: EvaluationConfig) -> dict[str, Polic
 def _time_windows(logs: LoggedData, all_terms, specs, cfg: EvaluationConfig) -> dict | None:
     """Per-window estimates (normal intervals) of the first estimator: a drift check over the period."""
     ts = logs.timestamp.astype("datetime64[us]").astype(np.int64)
-    span = int(ts.max() - ts.min())
+    grid = time_window_grid(int(ts.min()), int(ts.max()), cfg)
+    if grid is None:
+        return None
+    start0, width = grid
+    window = (ts - start0) // width
+    estimator = specs[0].identifier
+    out = []
+    for k in np.unique(window):
+        mask = window == k
+        if np.count_nonzero(mask) < MIN_WINDOW_ROWS:
+            continue
+        out.append(window_entry(start0, width, int(k), int(np.count_nonzero(mask)), {
+            metric: {name: inference.normal_interval([by_est[estimator].subset(mask)], [1.0], cfg.alpha)
+                     for name, by_est in terms.items() if estimator in by_est}
+            for metric, terms in all_terms.items()}))
+    return {"estimator": estimator, "width_seconds": width // 10**6, "windows": out}
+
+
+#: a time window with fewer rows is left out of the drift check
+MIN_WINDOW_ROWS = 30
+
+
+def time_window_grid(first: int, last: int, cfg: EvaluationConfig) -> tuple[int, int] | None:
+    """(start, width) in microseconds of the drift check's windows over [first, last] (microseconds
+    since the epoch): days over two days or more, else hours, widened to at most cfg.max_time_windows
+    windows; None when the period has no length. Window k of a row at time t is (t - start) // width."""
+    span = last - first
     if span <= 0:
         return None
     day, hour = 86_400 * 10**6, 3_600 * 10**6
@@ -617,24 +715,15 @@ def _time_windows(logs: LoggedData, all_terms, specs, cfg: EvaluationConfig) -> 
     n_windows = span // width + 1
     if n_windows > cfg.max_time_windows:
         width = -(-span // cfg.max_time_windows)
-    start0 = (int(ts.min()) // width) * width
-    window = (ts - start0) // width
-    estimator = specs[0].identifier
-    out = []
-    for k in np.unique(window):
-        mask = window == k
-        if np.count_nonzero(mask) < 30:
-            continue
-        entry = {"start": _iso(start0 + k * width), "end": _iso(start0 + (k + 1) * width),
-                 "n": int(np.count_nonzero(mask)), "metrics": {}}
-        for metric, terms in all_terms.items():
-            entry["metrics"][metric] = {}
-            for name, by_est in terms.items():
-                if estimator in by_est:
-                    iv = inference.normal_interval([by_est[estimator].subset(mask)], [1.0], cfg.alpha)
-                    entry["metrics"][metric][name] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
-        out.append(entry)
-    return {"estimator": estimator, "width_seconds": width // 10**6, "windows": out}
+    return (first // width) * width, width
+
+
+def window_entry(start0: int, width: int, k: int, n: int,
+                 intervals: Mapping[str, Mapping[str, inference.Interval]]) -> dict:
+    """Window k's entry: its period, row count and every metric's and policy's normal interval."""
+    return {"start": _iso(start0 + k * width), "end": _iso(start0 + (k + 1) * width), "n": n,
+            "metrics": {metric: {name: {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+                                 for name, iv in by_policy.items()} for metric, by_policy in intervals.items()}}
 
 
 def _iso(us: int) -> str:

@@ -90,33 +90,58 @@ class InfluenceCovariance:
     k x k Gram matrix accumulated over row blocks, and A the coefficients. No influence function is
     materialised, and the delta-method standard error of any contrast sum_k c_k theta_k is the
     quadratic form c' S c / n: estimates, paired and relative differences and the gate's re-levelled
-    tests all read the rows once."""
+    tests all read the rows once.
+
+    Built from the terms (in memory), or with `from_moments` from the merged `Moments` of the distinct
+    arrays (a streamed or distributed evaluation): the coefficient algebra, the standard errors, the
+    intervals and the tail-shape finalisation are the same code for both."""
 
     def __init__(self, terms: Sequence[Terms]):
-        self.values = np.array([t.value() for t in terms], dtype=np.float64)
         columns, layout = _distinct_columns(terms)
-        self.n = n = terms[0].n if terms else 0
-        if n < 2:
-            self.cov = np.full((len(terms), len(terms)), math.nan)
+        n = terms[0].n if terms else 0
+        mean, cov_columns = _column_moments(columns, n) if n >= 2 else (None, None)
+        self._finish([t.value() for t in terms], layout, n, mean, cov_columns)
+        # kept (references, no copies) for the tail shape of a contrast's influence function
+        self.columns = columns
+
+    @classmethod
+    def from_moments(cls, values: Sequence[float], layout: Sequence[tuple[int | None, ...]],
+                     moments: "Moments") -> "InfluenceCovariance":
+        """From the estimators' values, the layout of their distinct columns (`_distinct_columns`) and
+        the columns' merged `Moments`: no per-row array (`tail_shape` then needs `tail_sums` of the
+        rows, reduced by the caller, and `TailShape.from_sums`)."""
+        self = cls.__new__(cls)
+        n = moments.n
+        self._finish(values, layout, n, moments.mean if n >= 2 else None, moments.covariance() if n >= 2 else None)
+        self.columns = None
+        return self
+
+    def _finish(self, values, layout, n: int, mean: np.ndarray | None, cov_columns: np.ndarray | None) -> None:
+        """The coefficients A of every estimator's influence function over the distinct columns
+        (delta method: a ratio sum(b)/sum(c) contributes b / mean(c) - theta c / mean(c)) and the
+        estimators' covariance A C A'."""
+        self.values = np.array(values, dtype=np.float64)
+        self.layout, self.n, self.mean = list(layout), n, mean
+        k = len(self.layout)
+        if mean is None:
+            self.cov = np.full((k, k), math.nan)
             self.coef = None
             return
-        mean, cov_columns = _column_moments(columns, n)
-        coef = np.zeros((len(terms), len(columns)))
-        for k, (weighted, direct, norm) in enumerate(layout):
+        coef = np.zeros((k, len(mean)))
+        for j, (weighted, direct, norm) in enumerate(self.layout):
             if norm is None:
-                coef[k, weighted] += 1.0
+                coef[j, weighted] += 1.0
             elif mean[norm] == 0:
-                coef[k, :] = math.nan  # the ratio is undefined, and so is its variance
+                coef[j, :] = math.nan  # the ratio is undefined, and so is its variance
                 continue
             else:
                 ratio = mean[weighted] / mean[norm]
-                coef[k, weighted] += 1.0 / mean[norm]
-                coef[k, norm] -= ratio / mean[norm]
+                coef[j, weighted] += 1.0 / mean[norm]
+                coef[j, norm] -= ratio / mean[norm]
             if direct is not None:
-                coef[k, direct] += 1.0
+                coef[j, direct] += 1.0
         self.cov = coef @ cov_columns @ coef.T
-        # kept (references, no copies) for the tail shape of a contrast's influence function
-        self.columns, self.mean, self.coef = columns, mean, coef
+        self.coef = coef
 
     def se(self, index: Sequence[int], coefs: Sequence[float]) -> float:
         c = np.asarray(coefs, dtype=np.float64)
@@ -133,41 +158,27 @@ class InfluenceCovariance:
         half = z_quantile(alpha) * se
         return Interval(value, se, value - half, value + half, "normal")
 
-    def tail_shape(self, index: Sequence[int], coefs: Sequence[float], block: int = 1 << 16) -> "TailShape":
-        """The `TailShape` of the contrast sum_k c_k theta_k's influence function psi = a' (x - mean(x)),
-        x the distinct per-row arrays and a = c' A (see the class): sums of psi^2, psi^3 and of the
-        squares and fourth powers of its positive and negative parts, accumulated over row blocks
-        through reused buffers. Elementwise products and pairwise sums, no BLAS: the same digits
-        whatever the thread count."""
-        n = self.n
+    def contrast_vector(self, index: Sequence[int], coefs: Sequence[float]) -> np.ndarray | None:
+        """a = c' A: the contrast's influence function psi = a' (x - mean(x)) over the distinct
+        columns x; None when it is undefined (fewer than 2 rows, an undefined ratio)."""
         if self.coef is None:
-            return TailShape(math.nan, n, math.nan, math.nan)
+            return None
         c = np.asarray(coefs, dtype=np.float64)
         keep = c != 0  # an undefined estimator (NaN influence) with coefficient 0 plays no part
         a = np.sum(c[keep, None] * self.coef[np.asarray(index)[keep]], axis=0)
-        used = np.flatnonzero(a != 0)
-        if not np.all(np.isfinite(a)):
-            return TailShape(math.nan, n, math.nan, math.nan)
-        psi, square, tmp = (np.empty(min(block, n)) for _ in range(3))
-        sums = np.zeros(6)  # psi^2, psi^3, and the squares and fourth powers of psi's positive, negative parts
-        for start in range(0, n, block):
-            size = min(block, n - start)
-            rows, sq, work = psi[:size], square[:size], tmp[:size]
-            rows.fill(0.0)
-            for j in used:  # centred column by column: no cancellation when a mean dwarfs the spread
-                np.subtract(self.columns[j][start:start + size], self.mean[j], out=work)
-                work *= a[j]
-                rows += work
-            np.multiply(rows, rows, out=sq)
-            sums[0] += sq.sum()
-            sums[1] += np.multiply(sq, rows, out=work).sum()
-            for side, positive in ((2, True), (4, False)):
-                np.multiply(sq, (rows > 0) if positive else (rows < 0), out=work)
-                sums[side] += work.sum()
-                sums[side + 1] += np.multiply(work, work, out=work).sum()
-        m2, m3 = sums[0] / n, sums[1] / n
-        skew = m3 / m2 ** 1.5 if m2 > 0 else 0.0
-        return TailShape(float(skew), n, _kish(sums[2], sums[3]), _kish(sums[4], sums[5]))
+        return a if np.all(np.isfinite(a)) else None
+
+    def tail_shape(self, index: Sequence[int], coefs: Sequence[float], block: int = 1 << 16) -> "TailShape":
+        """The `TailShape` of the contrast sum_k c_k theta_k's influence function psi = a' (x - mean(x)),
+        x the distinct per-row arrays and a = c' A (see the class): `tail_sums` of the rows, then
+        `TailShape.from_sums`."""
+        a = self.contrast_vector(index, coefs)
+        if a is None:
+            return TailShape(math.nan, self.n, math.nan, math.nan)
+        if self.columns is None:
+            raise RuntimeError("this covariance was built from merged moments: reduce `tail_sums` over the "
+                               "rows and call TailShape.from_sums")
+        return TailShape.from_sums(tail_sums(self.columns, self.mean, a, block), self.n)
 
     def relative(self, cand: int, base: int, alpha: float) -> tuple[float, float, float]:
         """(theta_c / theta_b - 1) with a delta-method interval: influence (phi_c - ratio phi_b) / theta_b."""
@@ -177,6 +188,78 @@ class InfluenceCovariance:
         ratio = float(theta_c / theta_b)
         half = z_quantile(alpha) * self.se([cand, base], [1.0 / theta_b, -ratio / theta_b])
         return ratio - 1.0, ratio - 1.0 - half, ratio - 1.0 + half
+
+
+def tail_sums(columns: Sequence[np.ndarray], mean: np.ndarray, a: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """The six sums behind a `TailShape` of psi = a' (x - mean) over these rows: of psi^2, psi^3, and of
+    the squares and fourth powers of psi's positive and negative parts. Sums over disjoint row sets
+    add, so a streamed evaluation reduces them partition by partition around the GLOBAL mean.
+    Accumulated over row blocks through reused buffers; elementwise products and pairwise sums, no
+    BLAS: the same digits whatever the thread count."""
+    n = len(columns[0]) if columns else 0
+    used = np.flatnonzero(a != 0)
+    sums = np.zeros(6)
+    if n == 0:
+        return sums
+    psi, square, tmp = (np.empty(min(block, n)) for _ in range(3))
+    for start in range(0, n, block):
+        size = min(block, n - start)
+        rows, sq, work = psi[:size], square[:size], tmp[:size]
+        rows.fill(0.0)
+        for j in used:  # centred column by column: no cancellation when a mean dwarfs the spread
+            np.subtract(columns[j][start:start + size], mean[j], out=work)
+            work *= a[j]
+            rows += work
+        np.multiply(rows, rows, out=sq)
+        sums[0] += sq.sum()
+        sums[1] += np.multiply(sq, rows, out=work).sum()
+        for side, positive in ((2, True), (4, False)):
+            np.multiply(sq, (rows > 0) if positive else (rows < 0), out=work)
+            sums[side] += work.sum()
+            sums[side + 1] += np.multiply(work, work, out=work).sum()
+    return sums
+
+
+@dataclass
+class Moments:
+    """Count, means and co-moment matrix M2 = sum (x - mean)(x - mean)' of k per-row columns: a
+    mergeable reduction (`merge`), so that partitions of the rows give the covariance of all of them.
+
+    `merge` is the pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and a pairwise
+    algorithm for computing sample variances"; the matrix form is Bennett et al. 2009): with
+    delta = mean_b - mean_a, n = n_a + n_b, mean = mean_a + delta n_b / n and
+    M2 = M2_a + M2_b + delta delta' n_a n_b / n. Unlike raw sums of squares it does not cancel when a
+    mean dwarfs the spread."""
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, columns: Sequence[np.ndarray]) -> "Moments":
+        """The moments of these rows (`_column_moments`, shifted block sums: the in-memory path's own)."""
+        k = len(columns)
+        n = len(columns[0]) if k else 0
+        if n < 2:
+            mean = np.array([float(c[0]) for c in columns]) if n == 1 else np.zeros(k)
+            return cls(n, mean, np.zeros((k, k)))
+        mean, cov = _column_moments(columns, n)
+        return cls(n, mean, cov * (n - 1))
+
+    def merge(self, other: "Moments") -> "Moments":
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        return Moments(n, mean, m2)
+
+    def covariance(self) -> np.ndarray:
+        """ddof 1."""
+        return self.m2 / (self.n - 1)
 
 
 def _distinct_columns(terms: Sequence[Terms]) -> tuple[list[np.ndarray], list[tuple[int | None, ...]]]:
@@ -238,9 +321,7 @@ def bernstein_interval(terms: Sequence[Terms], coefs: Sequence[float], alpha: fl
     the range [a, b]: `term_range`, else the terms' a-priori bounds (from a known reward range and
     weight bound), else -- no longer a guarantee, and the method says so -- the observed range.
     Only for plain-mean estimators (the self-normalised ones are ratios)."""
-    bound = _BernsteinBound(terms, coefs, term_range)
-    half = bound.half_width(alpha)
-    return Interval(bound.value, bound.se, bound.value - half, bound.value + half, bound.method)
+    return _BernsteinBound(terms, coefs, term_range).interval(alpha)
 
 
 def bernstein_p_value(terms: Sequence[Terms], coefs: Sequence[float], null: float) -> float:
@@ -262,20 +343,35 @@ class _BernsteinBound:
         if any(t.self_normalised for t in terms):
             raise InputError(bernstein_needs_plain_means())
         y = sum(c * (t.weighted + (t.direct if t.direct is not None else 0.0)) for t, c in zip(terms, coefs))
-        self.n = n = len(y)
-        self.value = float(np.mean(y))
-        self.method = "bernstein"
+        n = len(y)
         if term_range is None:
             term_range = contrast_bounds(terms, coefs)
+        self._set(float(np.mean(y)), float(np.var(y, ddof=1)) if n > 1 else math.inf, n, term_range,
+                  lambda: (float(np.min(y)), float(np.max(y))))
+
+    @classmethod
+    def from_stats(cls, value: float, var: float, n: int, term_range: tuple[float, float] | None,
+                   observed_range) -> "_BernsteinBound":
+        """From merged sums (a streamed evaluation): the contrast's mean, variance (ddof 1), n, its
+        a-priori range (None if unknown) and a callable giving the observed (min, max) of its terms."""
+        self = cls.__new__(cls)
+        self._set(value, var if n > 1 else math.inf, n, term_range, observed_range)
+        return self
+
+    def _set(self, value: float, var: float, n: int, term_range, observed_range) -> None:
+        self.n, self.value, self.var, self.method = n, value, var, "bernstein"
         if term_range is None:
-            term_range, self.method = (float(np.min(y)), float(np.max(y))), "bernstein-observed-range"
+            term_range, self.method = observed_range(), "bernstein-observed-range"
         self.width = term_range[1] - term_range[0]
-        self.var = float(np.var(y, ddof=1)) if n > 1 else math.inf
         self.se = math.sqrt(self.var / n) if n > 1 else math.nan
 
     def _coefficients(self) -> tuple[float, float]:
         """(A, B) of the half-width A sqrt(L) + B L."""
         return math.sqrt(2.0 * self.var / self.n), 7.0 * self.width / (3.0 * max(self.n - 1, 1))
+
+    def interval(self, alpha: float) -> Interval:
+        half = self.half_width(alpha)
+        return Interval(self.value, self.se, self.value - half, self.value + half, self.method)
 
     def half_width(self, alpha: float) -> float:
         a, b = self._coefficients()
@@ -325,6 +421,13 @@ class TailShape:
     n: int
     upper_rows: float
     lower_rows: float
+
+    @classmethod
+    def from_sums(cls, sums: np.ndarray, n: int) -> "TailShape":
+        """From `tail_sums`: skewness m3 / m2^1.5 and each side's `_kish` effective rows."""
+        m2, m3 = sums[0] / n, sums[1] / n
+        skew = m3 / m2 ** 1.5 if m2 > 0 else 0.0
+        return cls(float(skew), n, _kish(sums[2], sums[3]), _kish(sums[4], sums[5]))
 
     def skew_rate(self, upper: bool) -> float:
         """The skewness toward one side over sqrt(n): positive when that side's tail is the longer one."""
@@ -491,38 +594,116 @@ def poisson_counts(rng: np.random.Generator, shape: tuple[int, int], out: np.nda
     uniforms through an inverse-CDF table (the table quantises the Poisson(1) probabilities to
     2^-16, far below bootstrap noise). The uniforms are the generator's raw 64-bit output cut in
     four: a quarter of the generator calls of drawing 16-bit integers one by one. `out`, when
-    given, is reused (a chunked bootstrap then maps its memory once)."""
+    given, is reused (a chunked bootstrap then maps its memory once). The evaluation's bootstrap
+    draws `keyed_poisson_counts` instead (the same table), whose counts do not depend on how the
+    rows are split; this sequential form remains for simulations (benchmarks/bench_coverage.py)."""
     size = shape[0] * shape[1]
     bits = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size].reshape(shape)
     # mode="clip": every 16-bit index is valid, and numpy then writes straight into `out`
     return np.take(_TABLE_FLOAT, bits, out=out[:shape[0]] if out is not None else None, mode="clip")
 
 
-def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, chunk: int = 32) -> np.ndarray:
-    """Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012): row i enters each resample
-    Poisson(1) times. Every estimator is recomputed from resampled sums, so the self-normalised ones
-    are renormalised inside every resample. Returns an array (n_boot, len(terms)).
+# SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"; the
+# constants of Vigna's reference code): its output function is a bijective 64-bit mixer, and applied to
+# a counter it is a counter-based generator in the sense of Salmon et al. 2011 (Random123): the draw
+# for (seed, key, resample) is a pure function of the three, whatever order or machine computes it.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+#: 16-bit uniforms per 64-bit hash: four resamples' counts from one mix
+_LANES = 4
 
-    Vectorised: a (chunk x n) count matrix times the (n x k) matrix of distinct term arrays."""
-    n = terms[0].n
-    columns, layout = _distinct_columns(terms)
-    matrix = np.column_stack([*columns, np.ones(n)]).astype(np.float64)  # the last column counts rows
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_boot, len(terms)))
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function, in place on a uint64 array (wrapping arithmetic)."""
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def bootstrap_keys(ids: np.ndarray) -> np.ndarray:
+    """Stable uint64 keys of the resampled units: pandas.util.hash_array of their ids (decision ids,
+    session ids, or row numbers), the same on every machine, run and partitioning. Rows sharing an id
+    share their Poisson counts: the resampled unit is the decision (a cluster bootstrap)."""
+    from pandas.util import hash_array
+    return hash_array(np.asarray(ids))
+
+
+def keyed_poisson_counts(keys: np.ndarray, seed: int, start: int, size: int,
+                         out: np.ndarray | None = None) -> np.ndarray:
+    """Poisson(1) counts of resamples start .. start + size - 1 for the units `keys`, as a float64
+    (size, len(keys)) array (ready for the matrix product): count(seed, key, b) is the inverse-CDF table
+    at 16 bits of mix(mix(key ^ mix(seed)) + (b // 4 + 1) golden), lane b % 4. A pure function of
+    (seed, key, b): a partition of the rows draws exactly the counts its rows get in the whole sample.
+    `out`, when given, is reused."""
+    n = len(keys)
+    base = np.asarray(keys, dtype=np.uint64) ^ _mix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0]
+    _mix64(base)
+    first, last = start // _LANES, (start + size - 1) // _LANES
+    groups = np.arange(first + 1, last + 2, dtype=np.uint64) * _GOLDEN  # the counter, one per 4 resamples
+    hashed = _mix64(base[None, :] + groups[:, None])                  # (groups, n)
+    # lane j = bits 16 j .. 16 j + 15 of the hash: the little-endian uint16 view (explicit byte order,
+    # so that a big-endian machine reads the same lanes)
+    lanes = hashed.astype("<u8", copy=False).view("<u2").reshape(len(groups), n, _LANES)
+    skip = start - first * _LANES
+    bits = lanes.transpose(0, 2, 1).reshape(-1, n)[skip:skip + size]
+    target = out[:size] if out is not None else None
+    return np.take(_TABLE_FLOAT, bits, out=target, mode="clip")
+
+
+def bootstrap_sums(columns: Sequence[np.ndarray], keys: np.ndarray, n_boot: int, seed: int,
+                   chunk: int = 32) -> np.ndarray:
+    """Every resample's sum of every column, and (last column) its resampled row count: an (n_boot,
+    k + 1) array. Sums over disjoint rows add, so partitions reduce to the same array as the whole
+    sample (`replicates_from_sums` finishes). Vectorised: a (chunk x n) count matrix times the
+    (n x (k + 1)) matrix of the columns and a column of ones."""
+    n = len(keys)
+    out = np.zeros((n_boot, len(columns) + 1))
+    if n == 0:
+        return out
+    # at most ~64 MB of counts at a time (a streamed partition's memory budget holds); the counts of a
+    # resample do not depend on the chunk it is drawn in
+    chunk = max(_LANES, min(chunk, (1 << 23) // n // _LANES * _LANES))
+    matrix = np.column_stack([*columns, np.ones(n)]).astype(np.float64)
     buffer = np.empty((min(chunk, n_boot), n))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        counts = poisson_counts(rng, (size, n), out=buffer)
+        counts = keyed_poisson_counts(keys, seed, start, size, out=buffer)
         with single_threaded_blas():
-            sums = counts @ matrix  # (size, k): every resample's sum of every term
-        count = sums[:, -1]
-        for j, (w, d, z) in enumerate(layout):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = sums[:, w] / (sums[:, z] if z is not None else count)
-                if d is not None:
-                    value = value + sums[:, d] / count
-            out[start:start + size, j] = value
+            out[start:start + size] = counts @ matrix
     return out
+
+
+def replicates_from_sums(sums: np.ndarray, layout: Sequence[tuple[int | None, ...]]) -> np.ndarray:
+    """(n_boot, len(layout)) bootstrap replicates of the estimators from `bootstrap_sums`: each is
+    recomputed from its resampled sums, so the self-normalised ones are renormalised in every resample."""
+    count = sums[:, -1]
+    out = np.empty((len(sums), len(layout)))
+    for j, (w, d, z) in enumerate(layout):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = sums[:, w] / (sums[:, z] if z is not None else count)
+            if d is not None:
+                value = value + sums[:, d] / count
+        out[:, j] = value
+    return out
+
+
+def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, keys: np.ndarray | None = None,
+                         chunk: int = 32) -> np.ndarray:
+    """Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012): unit i enters each resample
+    Poisson(1) times. Every estimator is recomputed from resampled sums, so the self-normalised ones
+    are renormalised inside every resample. Returns an array (n_boot, len(terms)).
+
+    `keys`: the rows' `bootstrap_keys` (rows of one decision share theirs and so their counts);
+    None: each row its own unit, keyed by its row number. The counts come from `keyed_poisson_counts`,
+    so a streamed evaluation over partitions draws the very same resamples."""
+    n = terms[0].n
+    columns, layout = _distinct_columns(terms)
+    if keys is None:
+        keys = bootstrap_keys(np.arange(n, dtype=np.int64))
+    return replicates_from_sums(bootstrap_sums(columns, keys, n_boot, seed, chunk), layout)
 
 
 def bootstrap_interval(replicates: np.ndarray, coefs: Sequence[float], point: float, alpha: float) -> Interval:

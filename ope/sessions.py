@@ -17,6 +17,7 @@ from livegate.datasets.rewards import RewardSpec
 from livegate.datasets.schema import LOGGING_POLICY
 from livegate.datasets.sessions import SessionIndex
 
+from . import inference
 from .diagnostics import LOW_ESS_ROWS, LOW_ESS_SHARE, reward_model_warning, warnings_for, weight_diagnostics
 from .estimators import EstimatorSpec, Terms
 from .session_estimators import SessionInputs, step_values
@@ -105,7 +106,10 @@ def evaluate_sessions(logs: LoggedData, policies: Mapping[str, PolicyTable], rew
                     continue
                 all_terms[metric][name][s.identifier] = s.terms(inputs)
         qualities[metric] = {name: fit.quality for name, fit in fits.items()} or None
-        engines[metric] = IntervalEngine(all_terms[metric], config)
+        # a session's bootstrap counts are keyed by its id, as a decision's are (the same resamples whatever
+        # the row order)
+        engines[metric] = IntervalEngine(all_terms[metric], config,
+                                         keys=inference.bootstrap_keys(index.ids) if config.ci == "bootstrap" else None)
         results[metric] = _intervals(engines[metric], config)
 
     for name, p in all_policies.items():

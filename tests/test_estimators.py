@@ -349,8 +349,9 @@ def test_bootstrap_renormalises_self_normalised_estimators_in_every_resample():
     r, w, q, q_pi = _sample(n=300)
     x = RowInputs(reward=r, weight=w, q_logged=q, q_pi=q_pi)
     reps = inference.bootstrap_replicates([snips(x), sndr(x), dr(x)], 5, seed=9)
-    # the counts of the first chunk, drawn exactly as bootstrap_replicates draws them
-    counts = inference.poisson_counts(np.random.default_rng(9), (5, len(r))).astype(float)
+    # the counts of the first chunk, drawn exactly as bootstrap_replicates draws them (one unit per row)
+    keys = inference.bootstrap_keys(np.arange(len(r)))
+    counts = inference.keyed_poisson_counts(keys, 9, 0, 5)
     for j in range(5):
         c = counts[j]
         by_hand_snips = np.sum(c * w * r) / np.sum(c * w)

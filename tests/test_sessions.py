@@ -631,6 +631,18 @@ def test_the_same_data_and_seed_give_byte_identical_documents(tmp_path, valid_lo
     assert outputs[0] != outputs[2]   # the seed drives the bootstrap
 
 
+def test_the_session_bootstrap_resamples_sessions_by_id_whatever_the_row_order(valid_logs):
+    """Each session's Poisson counts are keyed by (seed, session id, resample): shuffling the rows of the
+    logs gives the same bootstrap intervals, to rounding."""
+    policy = policy_for(valid_logs, mdp.policy("longterm"))
+    shuffled = valid_logs.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    docs = [api.evaluate(logs, {"cand": policy}, "watch_seconds", "pdis,wdr", sessions=True, ci="bootstrap",
+                         n_boot=200, seed=7).to_dict() for logs in (valid_logs, shuffled)]
+    for est in ("pdis", "wdr"):
+        a, b = (d["policies"]["cand"]["vs_baseline"][est] for d in docs)
+        assert (a["ci_low"], a["ci_high"]) == pytest.approx((b["ci_low"], b["ci_high"]), rel=1e-10)
+
+
 # --- 6. the effective number of sessions drl rests on, and the gate's floor -----------------------
 
 @pytest.mark.parametrize("gamma", [1.0, 0.8])

@@ -1,0 +1,312 @@
+"""Streamed evaluation (ope/streaming.py) against the in-memory path: the same document, number for
+number (1e-12 relative), for every streamable estimator and interval method, whatever the partitioning."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from livegate import api
+from livegate.datasets.errors import InputError
+from livegate.datasets.simulator import SimulationConfig, simulate
+from livegate.ope import EvaluationConfig, evaluate
+from livegate.ope import inference
+from livegate.ope.streaming import UnregisteredContrast, evaluate_stream
+
+RTOL, ATOL = 1e-12, 1e-15
+METRICS = ("click", "watch_seconds")
+POLICIES = ("better", "logging_replica")
+
+
+@dataclass(frozen=True)
+class _Data:
+    logs: object
+    policies: dict
+    q_hat: dict
+
+
+def _q_hat(sim, metric: str) -> pd.DataFrame:
+    """Predictions for every (row, slate action): the exact expectation times a multiplicative error, so
+    that DR and DM have a reward model that is good but not perfect."""
+    n_rows, k = sim.slates.shape
+    p = sim.config.n_positions
+    row = np.repeat(np.arange(n_rows), k)
+    noise = np.random.default_rng(7).lognormal(0.0, 0.3, n_rows * k)
+    frame = {"decision_id": row // p}
+    if p > 1:
+        frame["position"] = row % p
+    frame.update(action=sim.slates.ravel(), q_hat=sim.expected[metric].ravel() * noise)
+    return pd.DataFrame(frame)
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-position", "slates"])
+def data(request) -> _Data:
+    sim = simulate(SimulationConfig(n_rounds=700, n_streams=400, seed=5, n_positions=request.param))
+    logs = sim.logs[[c for c in sim.logs.columns if not c.startswith(("x_", "a_"))]]
+    return _Data(logs=logs, policies={name: sim.policies[name] for name in POLICIES},
+                 q_hat={m: _q_hat(sim, m) for m in METRICS})
+
+
+@dataclass(frozen=True)
+class _Load:
+    """A fake partition reader: decision-id ranges of the in-memory frames, through the usual loaders."""
+
+    data: _Data
+
+    def __call__(self, bounds):
+        low, high = bounds
+        pick = lambda f: f[(f["decision_id"] >= low) & (f["decision_id"] < high)]  # noqa: E731
+        d = self.data
+        return api.load_inputs(pick(d.logs), {n: pick(p) for n, p in d.policies.items()}, list(METRICS),
+                               q_hat={m: pick(q) for m, q in d.q_hat.items()}, context=[])
+
+
+def _partitions(data: _Data, k: int) -> list[tuple[int, int]]:
+    ids = np.unique(data.logs["decision_id"])
+    cuts = np.linspace(0, len(ids), k + 1).astype(int)
+    edges = [int(ids[c]) if c < len(ids) else int(ids[-1]) + 1 for c in cuts]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _both(data: _Data, config: EvaluationConfig, k: int, **kwargs):
+    inputs = api.load_inputs(data.logs, data.policies, list(METRICS), q_hat=data.q_hat, context=[])
+    memory = evaluate(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat)
+    # the logs' own warnings lead, as api.evaluate puts them
+    memory.warnings = list(dict.fromkeys([*inputs.logs.warnings, *memory.warnings]))
+    stream = evaluate_stream(_partitions(data, k), _Load(data), inputs.rewards, config, **kwargs)
+    return memory, stream
+
+
+def _same(a, b, where: str = "", atol: float = ATOL) -> None:
+    """Equal documents: numbers to RTOL (NaN equals NaN), everything else exactly. A paired difference
+    of two values near each other carries their rounding (1e-16 of the values) in its own units:
+    `atol`, RTOL times the values' scale, allows that much and no more."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), f"{where}: keys {list(a)} != {b}"
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}", atol)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]", atol)
+    elif isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            assert a is b, f"{where}: {a} != {b}"
+        elif math.isnan(a) or math.isnan(b):
+            assert math.isnan(a) and math.isnan(b), f"{where}: {a} != {b}"
+        elif math.isinf(a) or math.isinf(b):
+            assert a == b, f"{where}: {a} != {b}"
+        else:
+            assert abs(a - b) <= RTOL * max(abs(a), abs(b)) + atol, f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _documents(memory, stream) -> tuple[dict, dict]:
+    a, b = memory.to_dict(), stream.to_dict()
+    engine = b["data"].pop("engine")
+    assert engine["partitions"] >= 1 and engine["passes"] >= 2
+    return a, b
+
+
+def _same_documents(a: dict, b: dict) -> None:
+    """Per metric, to RTOL relative to the metric's scale (its largest estimate); the rest to RTOL."""
+    for metric in a["metrics"]:
+        values = [abs(e["value"]) for p in a["metrics"][metric]["policies"].values() for e in p["estimates"].values()
+                  if e["value"] is not None and math.isfinite(e["value"])]
+        _same(a["metrics"][metric], b["metrics"][metric], metric, atol=RTOL * max(values, default=0.0) + ATOL)
+    scale = RTOL * max(abs(e["value"]) for m in a["metrics"].values() for p in m["policies"].values()
+                       for e in p["estimates"].values())
+    _same(a["time_windows"], b["time_windows"], "time_windows", atol=scale + ATOL)
+    rest = lambda d: {k: v for k, v in d.items() if k not in ("metrics", "policies", "time_windows")}  # noqa: E731
+    _same(rest(a), rest(b))
+
+
+ALL = ("ips", "ips:clip=20", "snips", "dm", "dr", "sndr", "switch-dr:tau=20", "dr-os:lambda=50")
+PLAIN = ("ips", "ips:clip=20", "dm", "dr", "switch-dr:tau=20", "dr-os:lambda=50")
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("ci", ["robust", "normal"])
+def test_streaming_equals_in_memory(data, ci, k):
+    memory, stream = _both(data, EvaluationConfig(estimators=ALL, ci=ci), k)
+    a, b = _documents(memory, stream)
+    assert a["time_windows"] and len(a["time_windows"]["windows"]) > 3  # the week's days
+    _same_documents(a, b)
+
+
+@pytest.mark.parametrize("k", [3])
+def test_streaming_bernstein_equals_in_memory(data, k):
+    config = EvaluationConfig(estimators=PLAIN, ci="bernstein", reward_ranges={"watch_seconds": (0.0, 1e5)},
+                              max_weight=1e4)
+    memory, stream = _both(data, config, k)
+    _same_documents(*_documents(memory, stream))
+    # click has no configured range but is 0/1: its bounds come from [0, 1]; without max_weight the
+    # observed range is used, which the stream reads in pass 1
+    memory, stream = _both(data, EvaluationConfig(estimators=("ips", "dr"), ci="bernstein"), k)
+    a, b = _documents(memory, stream)
+    assert "bernstein-observed-range" in str(a)
+    _same_documents(a, b)
+
+
+@pytest.mark.parametrize("k", [1, 7])
+def test_streaming_bootstrap_draws_the_same_resamples(data, k):
+    config = EvaluationConfig(estimators=("ips", "snips", "dr", "sndr"), ci="bootstrap", n_boot=200, seed=11)
+    memory, stream = _both(data, config, k)
+    _same_documents(*_documents(memory, stream))
+    for metric in METRICS:
+        np.testing.assert_allclose(stream.engines[metric].replicates, memory.engines[metric].replicates,
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_bootstrap_counts_are_a_function_of_seed_key_and_resample():
+    keys = inference.bootstrap_keys(np.arange(1000))
+    whole = inference.keyed_poisson_counts(keys, 5, 0, 40)
+    # any window of resamples and any subset of units draws the same counts
+    np.testing.assert_array_equal(inference.keyed_poisson_counts(keys[300:310], 5, 13, 9), whole[13:22, 300:310])
+    assert not np.array_equal(inference.keyed_poisson_counts(keys, 6, 0, 40), whole)
+    # one decision's rows share a key and so their counts
+    ids = np.repeat(np.arange(500), 2)
+    counts = inference.keyed_poisson_counts(inference.bootstrap_keys(ids), 5, 0, 40)
+    np.testing.assert_array_equal(counts[:, ::2], counts[:, 1::2])
+
+
+def test_partition_order_does_not_matter_beyond_rounding(data):
+    config = EvaluationConfig(estimators=("ips", "snips", "dr"), ci="robust")
+    inputs = api.load_inputs(data.logs, data.policies, list(METRICS), q_hat=data.q_hat, context=[])
+    parts = _partitions(data, 5)
+    forward = evaluate_stream(parts, _Load(data), inputs.rewards, config).to_dict()
+    backward = evaluate_stream(parts[::-1], _Load(data), inputs.rewards, config).to_dict()
+    again = evaluate_stream(parts, _Load(data), inputs.rewards, config).to_dict()
+    assert forward == again  # merged in partition order: bit-identical
+    forward["data"].pop("engine"), backward["data"].pop("engine")
+    _same_documents(forward, backward)
+
+
+def test_extra_contrasts_get_their_tail_shapes_and_others_are_refused(data):
+    config = EvaluationConfig(estimators=("ips", "dr"), ci="robust")
+    relative = [1.0, -(1.0 + 0.02)]
+    keys = [("better", "dr"), ("logging", "dr")]
+    inputs = api.load_inputs(data.logs, data.policies, list(METRICS), q_hat=data.q_hat, context=[])
+    memory = evaluate(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat)
+    seen = []
+
+    def register(result):
+        seen.append(result.estimate("logging", "dr")["value"])
+        return [("click", keys, relative)]
+
+    stream = evaluate_stream(_partitions(data, 3), _Load(data), inputs.rewards, config, extra_contrasts=register)
+    assert seen and abs(seen[0] - memory.estimate("logging", "dr")["value"]) <= 1e-12 * abs(seen[0])
+    for alpha in (0.05, 0.01):
+        _same(memory.engines["click"].interval(keys, relative, alpha).to_dict(),
+              stream.engines["click"].interval(keys, relative, alpha).to_dict())
+    _same(memory.engines["click"].p_value(keys, relative, 0.0), stream.engines["click"].p_value(keys, relative, 0.0))
+    with pytest.raises(UnregisteredContrast, match="extra_contrasts"):
+        stream.engines["click"].interval(keys, [1.0, -1.5], 0.05)
+    with pytest.raises(UnregisteredContrast):
+        stream.engines["watch_seconds"].p_value(keys, relative, 0.0)
+
+
+@pytest.mark.parametrize("estimators, level, match", [
+    (("mips",), "decision", "mips"),
+    (("auto",), "decision", "auto"),
+    (("dr:model=constant",), "decision", "constant"),
+    (("pm-ips",), "decision", "pm-ips"),
+    (("wdr",), "session", "session"),
+])
+def test_unstreamable_estimators_are_refused(data, estimators, level, match):
+    config = EvaluationConfig(estimators=estimators, level=level)
+    with pytest.raises(InputError, match=match) as info:
+        evaluate_stream(_partitions(data, 2), _Load(data), [], config)
+    assert "in memory" in str(info.value)
+
+
+def test_a_reward_model_to_fit_is_refused(data):
+    inputs = api.load_inputs(data.logs, data.policies, list(METRICS), context=[])
+
+    def load(bounds):
+        part = _Load(data)(bounds)
+        part.q_hat.clear()
+        return part
+
+    with pytest.raises(InputError, match="q-hat"):
+        evaluate_stream(_partitions(data, 2), load, inputs.rewards, EvaluationConfig(estimators=("ips", "dr")))
+
+
+def test_a_partition_whose_rewards_look_binary_is_recomputed_with_the_whole_logs_range(data):
+    """evaluate._reward_range clips q-hat into [0, 1] for a 0/1 reward: a partition whose own rewards are
+    all 0/1 guesses so, and when the whole log's are not, it is recomputed unclipped (pass 1 again)."""
+    logs = data.logs.copy()
+    late = logs["decision_id"] >= logs["decision_id"].median()
+    logs["mixed"] = np.where(late, logs["watch_seconds"], logs["click"]).astype(float)
+    q = data.q_hat["watch_seconds"]
+    mixed = _Data(logs=logs, policies=data.policies, q_hat={"click": data.q_hat["click"], "mixed": q})
+
+    @dataclass(frozen=True)
+    class Load(_Load):
+        def __call__(self, bounds):
+            low, high = bounds
+            pick = lambda f: f[(f["decision_id"] >= low) & (f["decision_id"] < high)]  # noqa: E731
+            d = self.data
+            return api.load_inputs(pick(d.logs), {n: pick(p) for n, p in d.policies.items()}, ["click", "mixed"],
+                                   q_hat={m: pick(v) for m, v in d.q_hat.items()}, context=[])
+
+    config = EvaluationConfig(estimators=("dm", "dr"), ci="normal")
+    inputs = api.load_inputs(logs, data.policies, ["click", "mixed"], q_hat=mixed.q_hat, context=[])
+    memory = evaluate(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat)
+    memory.warnings = list(dict.fromkeys([*inputs.logs.warnings, *memory.warnings]))
+    stream = evaluate_stream(_partitions(mixed, 4), Load(mixed), inputs.rewards, config)
+    a, b = memory.to_dict(), stream.to_dict()
+    assert b["data"].pop("engine")["passes"] == 3
+    _same_documents(a, b)
+
+
+def _compact(data: _Data, metric: str) -> pd.DataFrame:
+    """The logs with the compact form of policy `better`: pi_better, q_hat and qpi_better columns."""
+    keys = ["decision_id", "position"] if "position" in data.policies["better"] else ["decision_id"]
+    q = data.q_hat[metric]
+    policy = data.policies["better"].merge(q, on=[*keys, "action"], how="left")
+    logs = data.logs.merge(policy[[*keys, "action", "prob"]], on=[*keys, "action"], how="left")
+    logs = logs.merge(q, on=[*keys, "action"], how="left")
+    expected = (policy["prob"] * policy["q_hat"]).groupby([policy[k] for k in keys]).sum().rename("qpi_better")
+    logs = logs.merge(expected.reset_index(), on=keys, how="left")
+    return logs.rename(columns={"prob": "pi_better"}).fillna({"pi_better": 0.0})
+
+
+@dataclass(frozen=True)
+class _LoadCompact:
+    logs: object
+
+    def __call__(self, bounds):
+        low, high = bounds
+        part = self.logs[(self.logs["decision_id"] >= low) & (self.logs["decision_id"] < high)]
+        return api.load_inputs(part, {"better": None}, ["watch_seconds"], context=[])
+
+
+@pytest.mark.parametrize("ci", ["robust", "bootstrap"])
+def test_compact_policies_and_predictions_stream(data, ci):
+    logs = _compact(data, "watch_seconds")
+    config = EvaluationConfig(estimators=("ips", "snips", "dm", "dr"), ci=ci, n_boot=200)
+    inputs = api.load_inputs(logs, {"better": None}, ["watch_seconds"], context=[])
+    memory = evaluate(inputs.logs, inputs.policies, inputs.rewards, config)
+    memory.warnings = list(dict.fromkeys([*inputs.logs.warnings, *memory.warnings]))
+    stream = evaluate_stream(_partitions(data, 3), _LoadCompact(logs), inputs.rewards, config)
+    a, b = _documents(memory, stream)
+    assert a["policies"]["better"]["diagnostics"]["compact_form"]
+    _same_documents(a, b)
+
+
+def _through_pickle(fn, items) -> list:
+    """An executor that ships the task and its results as Dask does: pickled."""
+    import pickle
+    task = pickle.loads(pickle.dumps(fn))
+    return [pickle.loads(pickle.dumps(task(pickle.loads(pickle.dumps(item))))) for item in items]
+
+
+def test_tasks_and_their_results_survive_pickling(data):
+    config = EvaluationConfig(estimators=("ips", "snips", "dr"), ci="bootstrap", n_boot=200)
+    memory, stream = _both(data, config, 3, execute=_through_pickle)
+    _same_documents(*_documents(memory, stream))
