@@ -133,6 +133,9 @@ class CausalResult:
     overlap: dict = field(default_factory=dict)
     #: every estimand from the same fitted nuisances: {"ate": {value, se, ci_low, ci_high, supported}, ...}
     estimands: dict = field(default_factory=dict)
+    #: the stratified sample the check ran on (causal/sampling.py: method, strata, rows, of, seed,
+    #: per_stratum, note), or None when it ran on the whole table
+    sampling: dict | None = None
 
     def effect_modifier_matrix(self, frame: pd.DataFrame) -> np.ndarray | None:
         """``frame``'s effect modifiers as the fitted model's ``X`` (categorical levels one-hot
@@ -181,6 +184,7 @@ class CausalResult:
             "graph": self.graph,
             "n_rows": self.n_rows,
             "n_treated": self.n_treated,
+            "sampling": self.sampling,
             "estimand": self.estimand or None,
             "naive": self.naive,
             "ipw": self.ipw,
