@@ -12,6 +12,7 @@ step goes through the one validation of `livegate.datasets` and returns a result
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -122,10 +123,70 @@ def load_inputs(logs, policies: Mapping[str, Any] | None = None, rewards=None, *
     glob patterns (default x_*); `columns` maps roles to the logs' own names, e.g. {"action": "stream_id"}
     (or is a LogSchema). `sessions` reads and validates session_id and step (session-level evaluation).
     """
-    from livegate.datasets import (compact_columns, compact_policy, column_names, load_catalogue, load_joins_in_background,
-                           load_logs, load_policy, load_q_hat, open_dataset)
+    from livegate.datasets import load_catalogue, load_joins_in_background
 
     progress("reading logs")
+    request, logs_name, policies, q_hat_sources = _load_request(
+        logs, policies, rewards, q_hat, context=context, columns=columns, named_rewards=named_rewards,
+        sessions=sessions, estimate_propensities=estimate_propensities)
+    if request.joined:
+        load_joins_in_background()
+
+    def before_join(loaded) -> None:
+        if estimate_propensities:
+            from livegate.causal import estimate_propensities as estimate
+
+            progress("estimating propensities")
+            loaded.propensity = estimate(loaded.context.assign(action=loaded.action), "action",
+                                         list(loaded.context.columns), seed=seed, source=logs_name)
+            loaded.propensity_source = "estimated"
+        if actions is not None:
+            load_catalogue(actions, loaded)
+
+    loaded, joined_policies, predictions = load_joined(logs, policies, q_hat_sources, request, logs_name=logs_name,
+                                                       before_join=before_join, progress=progress)
+    sources = {"logs": logs, "policies": {n: p for n, p in policies.items() if p is not None},
+               "q_hat": q_hat_sources or None, "actions": actions}
+    return Inputs(logs=loaded, policies=joined_policies, rewards=list(request.rewards), q_hat=predictions,
+                  sources=sources)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What the logs' loader reads and which policies and predictions are joined to them: the one
+    request that `load_inputs` (all the logs) and every partition of a streamed evaluation (its share
+    of them, on this machine or a Dask worker: it pickles) hand the datasets' loaders and their one
+    validation."""
+
+    rewards: tuple[RewardSpec, ...]
+    schema: LogSchema
+    #: (name, the policy file's label in messages, None for the compact pi_NAME column), in the user's order
+    policies: tuple[tuple[str, str | None], ...]
+    #: (metric, the predictions' label in messages)
+    q_hat: tuple[tuple[str, str], ...] = ()
+    need_decision_id: bool = False
+    need_propensity: bool = True
+    need_context: bool = True
+    context: tuple[str, ...] | None = None
+    optional_extra: tuple[str, ...] = ()
+    sessions: bool = False
+    #: the log columns a partition reads (streaming only: read_partition's `columns`)
+    columns: tuple[str, ...] = ()
+
+    @property
+    def joined(self) -> bool:
+        """Whether any file is joined to the logs by decision (a long-format policy or predictions)."""
+        return any(label is not None for _, label in self.policies) or bool(self.q_hat)
+
+
+def _load_request(logs, policies, rewards, q_hat, *, context, columns, named_rewards, sessions,
+                  estimate_propensities, streaming: bool = False):
+    """(LoadRequest, the logs' name, policies {name: source}, predictions {metric: source}) of the
+    inputs as given; reads only the logs' column names. `streaming`: read no context (no reward model
+    is fitted), the decision ids whenever the logs have them (bootstrap keys, partition boundaries),
+    and plan the columns a partition reads."""
+    from livegate.datasets import column_names, compact_columns, open_dataset
+
     schema = _schema(columns)
     logs_name = _source_name(logs, "logs")
     available = column_names(open_dataset(logs, logs_name))
@@ -135,39 +196,81 @@ def load_inputs(logs, policies: Mapping[str, Any] | None = None, rewards=None, *
         if not is_policy_name(name):
             raise InputError(Problem("--policy", f"the policy name '{name}' cannot be used",
                                      fix="name policies with letters, digits, _ . - only"))
-    q_hat_sources = q_hat if isinstance(q_hat, Mapping) else ({specs[0].name: q_hat} if q_hat is not None else {})
-    joined = [p for p in policies.values() if p is not None]
-    if joined or q_hat_sources:
-        load_joins_in_background()
+    q_hat_sources = dict(q_hat) if isinstance(q_hat, Mapping) else \
+        ({specs[0].name: q_hat} if q_hat is not None else {})
+    joined = any(p is not None for p in policies.values()) or bool(q_hat_sources)
     compact = [n for n, p in policies.items() if p is None]
     optional = [c for c in [*compact_columns(compact), "q_hat", "a_category", "category_propensity"] if c in available]
-    loaded = load_logs(logs, specs, schema=schema, need_decision_id=bool(joined or q_hat_sources),
-                       need_propensity=not estimate_propensities, need_context=True,
-                       context=_context_columns(context, available, specs, schema), optional_extra=optional,
-                       name=logs_name, need_sessions=sessions)
-    if estimate_propensities:
-        from livegate.causal import estimate_propensities as estimate
+    request = LoadRequest(
+        rewards=tuple(specs), schema=schema,
+        policies=tuple((n, None if p is None else _source_name(p, f"policy {n}")) for n, p in policies.items()),
+        q_hat=tuple((m, _source_name(p, f"predictions {m}")) for m, p in q_hat_sources.items()),
+        need_decision_id=joined or (streaming and schema.decision_id in available),
+        need_propensity=not estimate_propensities, need_context=not streaming,
+        context=None if streaming else _tuple_or_none(_context_columns(context, available, specs, schema)),
+        optional_extra=tuple(optional), sessions=sessions)
+    if streaming:
+        from livegate.datasets.logs import _plan_columns
 
-        progress("estimating propensities")
-        loaded.propensity = estimate(loaded.context.assign(action=loaded.action), "action",
-                                     list(loaded.context.columns), seed=seed, source=logs_name)
-        loaded.propensity_source = "estimated"
-    if actions is not None:
-        load_catalogue(actions, loaded)
+        plan = _plan_columns(available, schema, specs, need_decision_id=request.need_decision_id,
+                             need_propensity=request.need_propensity, need_context=False, context=None, extra=(),
+                             optional_extra=request.optional_extra, need_sessions=sessions)
+        wanted = [*plan.required, *(c for c in plan.optional if c in available)]
+        request = replace(request, columns=tuple(dict.fromkeys(wanted)))
+    return request, logs_name, policies, q_hat_sources
+
+
+def _tuple_or_none(values) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def load_joined(logs, policies: Mapping[str, Any], q_hat: Mapping[str, Any], request: LoadRequest, *,
+                logs_name: str, labels: Mapping[str, str] | None = None, before_join: Callable | None = None,
+                progress: Progress = _quiet):
+    """The one loader call: the logs as `request` says (load_logs), then each policy joined (the compact
+    pi_NAME column when its source is None, else load_policy), then each metric's predictions
+    (load_q_hat); `before_join(loaded)` runs between the logs and the joins. Sources are paths or
+    in-memory tables (a partition's); `labels` names a policy's or a metric's source in messages
+    (default: its path). Returns (LoggedData, {name: PolicyTable}, {metric: RewardPredictions});
+    raises one InputError with every problem of the policies."""
+    from livegate.datasets import compact_policy, load_logs, load_policy, load_q_hat
+
+    labels = labels or {}
+    loaded = load_logs(logs, list(request.rewards), schema=request.schema, need_decision_id=request.need_decision_id,
+                       need_propensity=request.need_propensity, need_context=request.need_context,
+                       context=None if request.context is None else list(request.context),
+                       optional_extra=list(request.optional_extra), name=logs_name, need_sessions=request.sessions)
+    if before_join is not None:
+        before_join(loaded)
     joined_policies, problems = {}, []
     for name, source in policies.items():
         progress(f"joining policy {name}")
         try:
             joined_policies[name] = compact_policy(loaded, name) if source is None else \
-                load_policy(source, loaded, name)
+                load_policy(source, loaded, name, source_label=labels.get(name))
         except InputError as exc:
             problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
-    predictions = {metric: load_q_hat(source, loaded, joined_policies) for metric, source in q_hat_sources.items()}
-    sources = {"logs": logs, "policies": {n: p for n, p in policies.items() if p is not None},
-               "q_hat": q_hat_sources or None, "actions": actions}
-    return Inputs(logs=loaded, policies=joined_policies, rewards=specs, q_hat=predictions, sources=sources)
+    predictions = {metric: load_q_hat(source, loaded, joined_policies, name=labels.get(f"q_hat:{metric}"))
+                   for metric, source in q_hat.items()}
+    return loaded, joined_policies, predictions
+
+
+def load_partition(partition, request: LoadRequest) -> Inputs:
+    """One partition of a streamed evaluation, read (datasets.partitions.read_partition) and loaded by
+    `load_joined` exactly as the whole logs are in memory: module-level, so that it pickles to Dask
+    workers with `functools.partial(load_partition, request=...)`."""
+    from livegate.datasets.partitions import read_partition
+
+    tables = read_partition(partition, request.columns)
+    where = tables.source
+    policies = {name: None if label is None else tables.policies[name] for name, label in request.policies}
+    q_hat = {metric: tables.q_hat[metric] for metric, _ in request.q_hat}
+    labels = {**{name: f"{label} (the rows of {where})" for name, label in request.policies if label is not None},
+              **{f"q_hat:{metric}": f"{label} (the rows of {where})" for metric, label in request.q_hat}}
+    loaded, joined, predictions = load_joined(tables.logs, policies, q_hat, request, logs_name=where, labels=labels)
+    return Inputs(logs=loaded, policies=joined, rewards=list(request.rewards), q_hat=predictions)
 
 
 def _context_columns(context, available: Sequence[str], rewards: Sequence[RewardSpec],
@@ -206,7 +309,7 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
              max_weight: float | None = None, context: Sequence[str] | str | None = None,
              columns: Mapping[str, str] | None = None, actions=None, reward_model=None,
              estimate_propensities: bool = False, sessions: bool = False, gamma: float = 1.0,
-             progress: Progress = _quiet):
+             max_memory: int | str | None = None, scheduler: str | None = None, progress: Progress = _quiet):
     """Estimate each policy's value for each reward and estimator, with intervals, diagnostics and the
     paired difference to the baseline (by default the logging policy, which is always listed).
 
@@ -219,6 +322,13 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     {name: expression} dict. estimators: identifiers ("ips:clip=50") or objects (livegate.IPS(clip=50));
     "auto" chooses one per policy and metric from the data and reports why (ope/selection.py).
     reward_model: any scikit-learn regressor (or classifier for 0/1 rewards), cross-fitted for DM/DR.
+
+    max_memory, scheduler: evaluate in bounded memory (docs/streaming.md): the logs (a Parquet file or
+    directory) are cut into partitions of whole decisions that fit `max_memory` (bytes, or text such
+    as "1GB"; default a quarter of the available memory), each reduced to mergeable sums, in this
+    process or, with `scheduler` ("tcp://HOST:PORT" or "local"), on a Dask cluster. The numbers equal
+    the in-memory path's; the document gains `data["engine"]`. Closed-form estimators only (ips,
+    snips, dm, dr, sndr, switch-dr, dr-os, with predictions from `q_hat` or the logs' q_hat columns).
     Returns an `EvaluationResult` (to_dict(), to_frame()).
     """
     from livegate.ope import EvaluationConfig, evaluate as run
@@ -232,6 +342,12 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
                               reward_ranges=dict(reward_ranges or {}), max_weight=max_weight,
                               reward_model=reward_model, level=level, gamma=gamma)
     config.validate()  # before any data is read
+    if max_memory is not None or scheduler is not None:
+        return _evaluate_streaming(logs, policies, rewards, config, q_hat=q_hat, columns=columns,
+                                   max_memory=max_memory, scheduler=scheduler, progress=progress,
+                                   refused={"--actions": actions is not None, "--estimate-propensities":
+                                            estimate_propensities, "--sessions": sessions,
+                                            "reward_model": reward_model is not None})[0]
     inputs = load_inputs(logs, policies, rewards, q_hat=q_hat, context=context, columns=columns, actions=actions,
                          estimate_propensities=estimate_propensities, seed=seed, sessions=sessions,
                          progress=progress)
@@ -239,6 +355,77 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     result.provenance = provenance(inputs.sources, seed)
     result.warnings = list(dict.fromkeys([*inputs.logs.warnings, *result.warnings]))
     return result
+
+
+#: why each option is not available with streaming evaluation
+_NOT_STREAMED = {
+    "--sessions": "session-level evaluation needs each session's rows together and fitted models",
+    "--estimate-propensities": "estimating propensities fits one model on all the logs",
+    "--actions": "the action catalogue is applied to the logs in memory",
+    "reward_model": "fitting a reward model needs the logs' context in memory (give predictions with --q-hat "
+                    "or the logs' q_hat column instead)",
+}
+_IN_MEMORY_FIX = "drop --max-memory and --scheduler to evaluate in memory"
+
+
+def _evaluate_streaming(logs, policies, rewards, config, *, q_hat, columns, max_memory, scheduler,
+                        progress: Progress, refused: Mapping[str, bool] | None = None, named_rewards=None,
+                        extra_contrasts=None, in_memory_fix: str = _IN_MEMORY_FIX):
+    """The streamed evaluation (docs/streaming.md): plan partitions of whole decisions that fit the
+    memory budget (datasets.partitions), load each with the in-memory loaders (`load_partition`),
+    reduce and merge them (ope.streaming), here or on Dask (ope.execution). Same result and provenance
+    as the in-memory path, plus data["engine"]. Returns (result, its sources for the provenance)."""
+    from livegate.datasets.partitions import default_max_memory, parse_memory, plan_stream
+
+    from livegate.ope.execution import check_address
+
+    problems = [Problem(option, f"cannot be used with streaming evaluation: {_NOT_STREAMED[option]}",
+                        fix=in_memory_fix) for option, given in (refused or {}).items() if given]
+    budget = parse_memory(max_memory) if max_memory is not None else default_max_memory()
+    if scheduler is not None:
+        try:
+            check_address(scheduler)
+        except InputError as exc:
+            problems += exc.problems
+    inputs = {"logs": logs, **{f"policy {n}": p for n, p in (policies or {}).items() if p is not None},
+              **({f"q_hat {m}": p for m, p in q_hat.items()} if isinstance(q_hat, Mapping) else
+                 {"q_hat": q_hat} if q_hat is not None else {})}
+    problems += [Problem(_source_name(source, name), f"is a {type(source).__name__}: streaming evaluation reads "
+                         "Parquet files (a file or a directory of them)",
+                         fix=f"write it to Parquet and pass the path, or {in_memory_fix}")
+                 for name, source in inputs.items() if not isinstance(source, (str, os.PathLike))]
+    if problems:
+        raise InputError(problems)
+    from livegate.ope.execution import describe_executor, make_executor
+    from livegate.ope.streaming import check_streamable, evaluate_stream
+
+    check_streamable(config)  # before the plan (which may write buckets) and the cluster
+    progress("reading logs")
+    request, logs_name, policies, q_hat_sources = _load_request(
+        logs, policies, rewards, q_hat, context=None, columns=columns, named_rewards=named_rewards, sessions=False,
+        estimate_propensities=False, streaming=True)
+    if scheduler is not None:
+        progress("connecting to the Dask scheduler" if scheduler != "local" else "starting a local Dask cluster")
+    # before any data is read: an unreachable scheduler is an error within its timeout
+    execute = make_executor(scheduler)
+    try:
+        with plan_stream(logs, {n: None if p is None else str(p) for n, p in policies.items()},
+                         {m: str(p) for m, p in q_hat_sources.items()}, schema=request.schema,
+                         columns=request.columns, max_memory=budget, progress=progress) as plan:
+            load = functools.partial(load_partition, request=request)
+            result = evaluate_stream(plan.partitions, load, list(request.rewards), config, execute=execute,
+                                     extra_contrasts=extra_contrasts, progress=progress)
+            engine = result.data.setdefault("engine", {})
+            engine.update({**describe_executor(execute), **{k: v for k, v in engine.items() if k != "mode"},
+                           "plan": plan.to_dict()})
+    finally:
+        close = getattr(execute, "close", None)
+        if close is not None:
+            close()
+    sources = {"logs": logs, "policies": {n: p for n, p in policies.items() if p is not None},
+               "q_hat": q_hat_sources or None, "actions": None}
+    result.provenance = provenance(sources, config.seed)
+    return result, sources
 
 
 def _estimator_identifier(estimator: str | EstimatorSpec, level: str) -> str:
@@ -312,7 +499,8 @@ _GATE_KEYS = {"--estimators": "[evaluation] estimator", "--ci": "[evaluation] ci
               "--n-boot": "[evaluation] n_boot", "--baseline": "[evaluation] baseline",
               "--reward-range": "[reward_range]", "--reward": "[[criterion]] metric", "--policy": "[[candidate]]",
               "--column": "[data.columns]", "--max-weight": "[evaluation] max_weight", "--seed": "[evaluation] seed",
-              "[rewards]": "[rewards]", "--gamma": "[evaluation] gamma", "--sessions": "[evaluation] level"}
+              "[rewards]": "[rewards]", "--gamma": "[evaluation] gamma", "--sessions": "[evaluation] level",
+              "--actions": "[data] actions", "--max-memory": "[engine] max_memory", "--scheduler": "[engine] scheduler"}
 
 
 def run_gate(config, *, progress: Progress = _quiet) -> GateDecision:
@@ -328,8 +516,31 @@ def run_gate(config, *, progress: Progress = _quiet) -> GateDecision:
     try:
         return _run_gate(cfg, progress)
     except InputError as exc:  # the user wrote gate.toml, not command-line flags: name its keys
-        raise InputError([replace(p, source=str(cfg.source), message=f"{_GATE_KEYS[p.source]}: {p.message}")
-                          if p.source in _GATE_KEYS else p for p in exc.problems]) from None
+        keys = _gate_keys(cfg)
+        raise InputError([replace(p, source=str(cfg.source), message=f"{keys[p.source]}: {p.message}")
+                          if p.source in keys else p for p in exc.problems]) from None
+
+
+def _gate_keys(cfg) -> dict[str, str]:
+    """_GATE_KEYS, but for [engine]'s settings only those gate.toml holds: `livegate gate --scheduler`
+    and `--max-memory` override the file, and a problem with them names the flag."""
+    engine = cfg.raw.get("engine", {}) if isinstance(cfg.raw, dict) else {}
+    engine = engine if isinstance(engine, dict) else {}
+    keys = dict(_GATE_KEYS)
+    for flag, key in (("--scheduler", "scheduler"), ("--max-memory", "max_memory")):
+        if key not in engine or getattr(cfg, key) != _engine_value(engine[key], key):
+            keys.pop(flag)
+    return keys
+
+
+def _engine_value(value, key: str):
+    if key == "scheduler":
+        return value.strip() if isinstance(value, str) else value
+    from livegate.datasets.partitions import parse_memory
+    try:
+        return parse_memory(value)
+    except InputError:
+        return None
 
 
 def _run_gate(cfg, progress: Progress) -> GateDecision:
@@ -342,14 +553,24 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
     config.validate()  # before reading any data
     _check_causal_requirement(cfg)
     metrics = list(dict.fromkeys(c.metric for c in cfg.criteria))
-    inputs = load_inputs(cfg.logs, {c.name: c.policy for c in cfg.candidates}, metrics, q_hat=cfg.q_hat,
-                         context=cfg.context, columns=cfg.columns, actions=cfg.actions, seed=cfg.seed,
-                         named_rewards=cfg.rewards, sessions=cfg.level == "session", progress=progress)
-    evaluation = run(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat, progress=progress)
-    evaluation.provenance = provenance(inputs.sources, cfg.seed)
-    evaluation.warnings = list(dict.fromkeys([*inputs.logs.warnings, *evaluation.warnings]))
+    candidates = {c.name: c.policy for c in cfg.candidates}
+    if cfg.max_memory is not None or cfg.scheduler is not None:  # [engine]: streamed (docs/streaming.md)
+        evaluation, evaluation_sources = _evaluate_streaming(
+            cfg.logs, candidates, metrics, config, q_hat=cfg.q_hat, columns=cfg.columns, max_memory=cfg.max_memory,
+            scheduler=cfg.scheduler, progress=progress, named_rewards=cfg.rewards,
+            refused={"--actions": cfg.actions is not None, "--sessions": cfg.level == "session"},
+            extra_contrasts=functools.partial(gate_contrasts, cfg),
+            in_memory_fix="remove [engine] (and --max-memory, --scheduler) to evaluate in memory")
+        sources = {"config": cfg.source, **evaluation_sources}
+    else:
+        inputs = load_inputs(cfg.logs, candidates, metrics, q_hat=cfg.q_hat,
+                             context=cfg.context, columns=cfg.columns, actions=cfg.actions, seed=cfg.seed,
+                             named_rewards=cfg.rewards, sessions=cfg.level == "session", progress=progress)
+        evaluation = run(inputs.logs, inputs.policies, inputs.rewards, config, q_hat=inputs.q_hat, progress=progress)
+        evaluation.provenance = provenance(inputs.sources, cfg.seed)
+        evaluation.warnings = list(dict.fromkeys([*inputs.logs.warnings, *evaluation.warnings]))
+        sources = {"config": cfg.source, **inputs.sources}
     causal_result = verdict = None
-    sources = {"config": cfg.source, **inputs.sources}
     if cfg.causal is not None:
         from livegate.causal.requirement import requirement_verdict
 
@@ -364,6 +585,28 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
     decision.evaluation, decision.causal_result = evaluation, causal_result
     decision.provenance = provenance(sources, cfg.seed)
     return decision
+
+
+def gate_contrasts(cfg, evaluation) -> list[tuple[str, list[tuple[str, str]], list[float]]]:
+    """The contrasts the gate's criteria test besides each candidate's paired difference (which every
+    evaluation computes), as (metric, keys, coefficients): a relative criterion tests candidate -
+    (1 + r s) baseline (ope.gate._criterion_contrast), whose coefficients need the baseline's estimate.
+    A streamed evaluation (`extra_contrasts`) gets them after its first pass, so that its second pass
+    computes their tail shapes (robust intervals) too."""
+    from livegate.ope.gate import _criterion_contrast
+
+    contrasts = []
+    for crit in cfg.criteria:
+        by_policy = evaluation.metrics.get(crit.metric, {})
+        estimate = by_policy[cfg.baseline].estimates.get(cfg.estimator) if cfg.baseline in by_policy else None
+        if not crit.relative or estimate is None or estimate.get("value") is None:
+            continue
+        baseline_value = estimate["value"]
+        for cand in cfg.candidates:
+            keys, coefs, _, _ = _criterion_contrast(crit, cand.name, cfg.baseline, cfg.estimator,
+                                                    crit.bound(baseline_value), baseline_value)
+            contrasts.append((crit.metric, keys, coefs))
+    return contrasts
 
 
 def _check_causal_requirement(cfg) -> None:

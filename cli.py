@@ -302,7 +302,8 @@ def cmd_evaluate(args) -> int:
                       ci=args.ci, alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, baseline=args.baseline,
                       folds=args.folds, reward_ranges=parse_reward_ranges(args.reward_range),
                       max_weight=args.max_weight, estimate_propensities=args.estimate_propensities,
-                      sessions=args.sessions, gamma=args.gamma, progress=_progress(args), **_data_options(args))
+                      sessions=args.sessions, gamma=args.gamma, max_memory=args.max_memory, scheduler=args.scheduler,
+                      progress=_progress(args), **_data_options(args))
     document = result.to_dict()
     _write(args, [document], _inputs_of(args), out=args.out, report=args.report)
     _say(args, evaluation_table(document))
@@ -347,6 +348,7 @@ def _gate(args, config_path, keep_document: bool = False):
     from livegate.reports.terminal import gate_summary
 
     cfg = load_gate_config(config_path)
+    cfg = _engine_options(args, cfg)
     out = {k: getattr(args, k, None) or cfg.output.get(k) for k in ("out", "report", "markdown", "junit")}
     _check_outputs(cfg.inputs, **out)
     decision = run_gate(cfg, progress=_progress(args))
@@ -354,6 +356,20 @@ def _gate(args, config_path, keep_document: bool = False):
     _write(args, [document], cfg.inputs, **out)
     _say(args, gate_summary(document))
     return (decision.exit_code, document) if keep_document else decision.exit_code
+
+
+def _engine_options(args, cfg):
+    """--max-memory and --scheduler override gate.toml's [engine] keys."""
+    from dataclasses import replace
+
+    from livegate.datasets.partitions import parse_memory
+
+    changes = {}
+    if getattr(args, "max_memory", None) is not None:
+        changes["max_memory"] = parse_memory(args.max_memory)
+    if getattr(args, "scheduler", None) is not None:
+        changes["scheduler"] = args.scheduler
+    return replace(cfg, **changes) if changes else cfg
 
 
 def cmd_demo(args) -> int:
@@ -680,9 +696,24 @@ def _add_evaluate(sub) -> None:
                    help=f"seed of every random choice (folds, bootstrap), 0 to {_MAX_SEED:,}")
     p.add_argument("--estimate-propensities", action="store_true",
                    help="the logs have no propensities: estimate them from the context (marked in the results)")
+    _engine_arguments(p)
     p.add_argument("--out", help="result JSON (livegate.evaluation/1)")
     p.add_argument("--report", help="HTML report")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _engine_arguments(p, gate: bool = False) -> None:
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="evaluate in bounded memory: read the logs (a Parquet file or directory) in partitions of whole "
+                        "decisions that fit SIZE (e.g. 256MB, 2GB, 2GiB; at least 16MiB) and reduce each to sums; the "
+                        "numbers equal the in-memory path's (docs/streaming.md). Estimators with closed-form terms "
+                        "only: ips, snips, dm, dr, sndr, switch-dr, dr-os with predictions (--q-hat or q_hat "
+                        "columns)" + ("; default: [engine] max_memory" if gate else ""))
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT|local",
+                   help="evaluate the partitions on a Dask cluster (pip install 'livegate[dask]'): a running "
+                        "scheduler's address, or 'local' to start 2 worker processes on this machine; implies "
+                        "streaming (default --max-memory: a quarter of the available memory); an unreachable "
+                        "scheduler is exit 2 after 10 s" + ("; default: [engine] scheduler" if gate else ""))
 
 
 def _add_causal(sub) -> None:
@@ -734,6 +765,7 @@ def _add_gate(sub) -> None:
     p.add_argument("--report", help="HTML report; default: [output] report")
     p.add_argument("--markdown", help="Markdown summary; default: [output] markdown")
     p.add_argument("--junit", help="JUnit XML; default: [output] junit")
+    _engine_arguments(p, gate=True)
     p.set_defaults(func=cmd_gate)
 
 

@@ -54,6 +54,11 @@ class InputError(Exception):
         self.problems: list[Problem] = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def __reduce__(self):
+        # rebuilt from its problems, not from the joined message (Exception's default): an error raised in
+        # a Dask worker reaches the client with every problem's file, column and fix
+        return type(self), (self.problems,)
+
 
 def raise_if_any(problems: list[Problem]) -> None:
     if problems:

@@ -112,6 +112,11 @@ class GateConfig:
     #: [evaluation] gamma: discount of session returns, in (0, 1]
     gamma: float = 1.0
     causal: CausalRequirement | None = None
+    #: [engine] max_memory: the memory budget (bytes) of streaming evaluation; None: in memory unless a
+    #: scheduler is set (then the default budget, datasets.partitions.default_max_memory())
+    max_memory: int | None = None
+    #: [engine] scheduler: "tcp://HOST:PORT" of a Dask scheduler, or "local" (a LocalCluster of 2 workers)
+    scheduler: str | None = None
     output: dict[str, Path] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
 
@@ -193,9 +198,10 @@ KNOWN_KEYS = {"data": {"logs", "q_hat", "actions", "context", "columns"},
               "causal": {"required", "treatment", "outcome", "logs", "confounders", "effect_modifiers",
                          "estimator", "refutations", "estimand", "trim"},
               "candidate": {"name", "policy"},
-              "criterion": {"metric", "rule", "min_effect", "margin", "relative"}}
+              "criterion": {"metric", "rule", "min_effect", "margin", "relative"},
+              "engine": {"max_memory", "scheduler"}}
 KNOWN_TABLES = ("data", "evaluation", "candidate", "criterion", "diagnostics", "causal", "output", "rewards",
-                "reward_range")
+                "reward_range", "engine")
 _MISSING = object()
 _KINDS = {int: "a number", float: "a number", str: "a string", bool: "true or false", list: "an array"}
 
@@ -285,7 +291,7 @@ def parse_gate_config(raw: dict, path: Path) -> GateConfig:
     candidates = _candidates(r)
     evaluation = _evaluation(r, [c.name for c in candidates])
     settings = dict(rewards=_rewards(r), reward_ranges=_reward_ranges(r), criteria=tuple(_criteria(r)),
-                    **_diagnostics(r), causal=_causal(r, data.get("logs")), output=_outputs(r))
+                    **_diagnostics(r), causal=_causal(r, data.get("logs")), **_engine(r), output=_outputs(r))
     _unknown_keys(r)
     if r.problems:
         raise InputError(r.problems)
@@ -485,6 +491,21 @@ def _causal(r: _Reader, logs: Path | None) -> CausalRequirement | None:
                              estimand=estimand, trim=float(trim) if isinstance(trim, (int, float)) else trim)
 
 
+def _engine(r: _Reader) -> dict:
+    """[engine]: where and in how much memory the evaluation runs (docs/streaming.md)."""
+    engine = r.table("engine")
+    max_memory = r.get(engine, "engine", "max_memory", (int, str))
+    if max_memory is not None:
+        from .partitions import parse_memory  # the one parser of sizes (--max-memory too)
+        try:
+            max_memory = parse_memory(max_memory, "[engine] max_memory")
+        except InputError as exc:
+            r.problems += [replace(p, source=r.src, message=f"{p.source}: {p.message}") for p in exc.problems]
+            max_memory = None
+    scheduler = r.text(engine, "engine", "scheduler", what='a Dask scheduler\'s address "tcp://HOST:PORT" or "local"')
+    return {"max_memory": max_memory, "scheduler": scheduler.strip() if scheduler else None}
+
+
 def _outputs(r: _Reader) -> dict[str, Path]:
     outputs = {}
     for key, value in r.table("output").items():
@@ -502,7 +523,7 @@ def _outputs(r: _Reader) -> dict[str, Path]:
 
 
 def _unknown_keys(r: _Reader) -> None:
-    for section in ("data", "evaluation", "diagnostics", "causal"):
+    for section in ("data", "evaluation", "diagnostics", "causal", "engine"):
         tbl = r.raw.get(section, {})
         for key in (tbl if isinstance(tbl, dict) else {}):
             if key not in KNOWN_KEYS[section]:

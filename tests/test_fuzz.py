@@ -353,6 +353,9 @@ GOOD = {
                "estimator": ["linear_dml"], "required": [True, False], "confounders": [["x_a"], ["click"]]},
     "output": {"out": ["gate.json", "sub/gate.json", "."], "report": ["r.html"], "markdown": ["m.md"],
                "junit": ["j.xml", "logs.parquet"]},
+    # streaming in bounded memory; a malformed scheduler address fails fast (a reachable one would start
+    # a cluster, an unreachable one waits for its timeout: tests/test_distributed.py has those)
+    "engine": {"max_memory": ["64MB", "1GiB", 100_000_000, "1KB", "lots"], "scheduler": ["not an address"]},
 }
 CANDIDATE = {"name": ["cand", "cand", "cand", "logging", "a b"],
              "policy": ["policy.parquet", "policy.parquet", "nosuch.parquet"]}
