@@ -454,7 +454,7 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
                  folds: int = 3, alpha: float = 0.05, seed: int = 0, segments: Sequence[str] | None = None,
                  propensity: str | None = None, learn_policy: bool = False,
                  columns: Mapping[str, str] | None = None, estimand: str = "ate", trim: float | str | None = None,
-                 progress: Progress = _quiet):
+                 sample_rows: int | None = None, progress: Progress = _quiet):
     """Estimate the effect of `treatment` (a 0/1 column) on `outcome`, adjusting for confounders (by
     default those of the live-stream graph that the data has), with DoWhy's refutations, EconML's
     effects by segment and, optionally, a learned "treat where it helps" policy.
@@ -463,7 +463,10 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
     a .gml/.dot file. propensity: a column holding P(treatment = 1 | x), used instead of estimating it.
     estimand: "ate" (all rows), "att" (the treated), "atc" (the untreated) or "ato" (the overlap
     population). trim: None, a threshold a in (0, 0.5) (rows with P(treatment=1|x) outside [a, 1-a]
-    are dropped, counted by arm) or "crump" (Crump et al. 2009's threshold).
+    are dropped, counted by arm) or "crump" (Crump et al. 2009's threshold). sample_rows: run on a
+    proportional stratified sample of about this many rows (by treatment arm, and by a 0/1 outcome's
+    value), read row group by row group in bounded memory and recorded as `sampling` in the result
+    (causal/sampling.py); None: the whole table.
     Returns a `CausalResult` (to_dict(); `.model` is the fitted EconML estimator).
     """
     from livegate.causal import CausalConfig, run_causal_check
@@ -478,8 +481,15 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
                           n_folds=folds, alpha=alpha, seed=seed, segments=_tuple(segments),
                           learn_policy=learn_policy, propensity=propensity, estimand=estimand, trim=trim)
     progress("reading logs")
-    frame = read_causal_frame(data, config, schema=_schema(columns))
+    if sample_rows is None:
+        frame, sampling = read_causal_frame(data, config, schema=_schema(columns)), None
+    else:
+        from livegate.causal.sampling import read_causal_sample
+        frame, sampling = read_causal_sample(data, config, sample_rows, schema=_schema(columns),
+                                             name=_source_name(data, "logs"))
     result = run_causal_check(frame, config, progress=progress, source=_source_name(data, "logs"))
+    from livegate.causal.sampling import attach_sampling
+    attach_sampling(result, sampling, sample_rows)
     result.provenance = provenance({"logs": data, "graph": graph_path}, seed)
     return result
 
@@ -500,7 +510,8 @@ _GATE_KEYS = {"--estimators": "[evaluation] estimator", "--ci": "[evaluation] ci
               "--reward-range": "[reward_range]", "--reward": "[[criterion]] metric", "--policy": "[[candidate]]",
               "--column": "[data.columns]", "--max-weight": "[evaluation] max_weight", "--seed": "[evaluation] seed",
               "[rewards]": "[rewards]", "--gamma": "[evaluation] gamma", "--sessions": "[evaluation] level",
-              "--actions": "[data] actions", "--max-memory": "[engine] max_memory", "--scheduler": "[engine] scheduler"}
+              "--actions": "[data] actions", "--max-memory": "[engine] max_memory", "--scheduler": "[engine] scheduler",
+              "sample_rows": "[causal] sample_rows"}
 
 
 def run_gate(config, *, progress: Progress = _quiet) -> GateDecision:
@@ -578,7 +589,8 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
         progress("causal check")
         causal_result = causal_check(req.logs, req.treatment, req.outcome, confounders=req.confounders,
                                      effect_modifiers=req.effect_modifiers, estimator=req.estimator, seed=cfg.seed,
-                                     estimand=req.estimand, trim=req.trim, progress=progress)
+                                     estimand=req.estimand, trim=req.trim, sample_rows=req.sample_rows,
+                                     progress=progress)
         verdict = requirement_verdict(causal_result, req.refutations)
         sources["causal_logs"] = req.logs
     decision = decide(evaluation, cfg, verdict)

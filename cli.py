@@ -320,7 +320,8 @@ def cmd_causal(args) -> int:
                           estimator=args.estimator, folds=args.folds, alpha=args.alpha, seed=args.seed,
                           segments=_split(args.segments), propensity=args.propensity,
                           learn_policy=bool(args.policy_out), columns=_columns(args),
-                          estimand=args.estimand, trim=args.trim, progress=_progress(args))
+                          estimand=args.estimand, trim=args.trim, sample_rows=args.sample_rows,
+                          progress=_progress(args))
     document = result.to_dict()
     if args.policy_out and result.policy is not None:
         _say(args, f"wrote {write_policy(result.policy, args.policy_out, protected=_inputs_of(args))}")
@@ -722,6 +723,9 @@ def _add_causal(sub) -> None:
     p.add_argument("--logs", required=True, help="Parquet file or directory with treatment, outcome and covariates")
     p.add_argument("--treatment", required=True, help="0/1 column: was the stream recommended")
     p.add_argument("--outcome", required=True, help="outcome column, e.g. watch_seconds")
+    p.add_argument("--sample-rows", type=int, metavar="N",
+                   help="run on a proportional stratified sample of about N rows (by treatment arm, and by a 0/1 "
+                        "outcome's value), read in bounded memory; recorded as 'sampling' in the result")
     p.add_argument("--confounders", help="comma-separated (default: the live-stream graph's, as present)")
     p.add_argument("--effect-modifiers", help="comma-separated columns the effect may vary with")
     p.add_argument("--graph", help="causal graph file (.gml or .dot) replacing the default")

@@ -81,6 +81,8 @@ class CausalRequirement:
     estimand: str = "ate"
     #: trimming: None, a threshold in (0, 0.5) or "crump"
     trim: float | str | None = None
+    #: run on a proportional stratified sample of about this many rows (causal/sampling.py); None: all rows
+    sample_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ KNOWN_KEYS = {"data": {"logs", "q_hat", "actions", "context", "columns"},
                              "gamma"},
               "diagnostics": set(DIAGNOSTICS_DEFAULTS),
               "causal": {"required", "treatment", "outcome", "logs", "confounders", "effect_modifiers",
-                         "estimator", "refutations", "estimand", "trim"},
+                         "estimator", "refutations", "estimand", "trim", "sample_rows"},
               "candidate": {"name", "policy"},
               "criterion": {"metric", "rule", "min_effect", "margin", "relative"},
               "engine": {"max_memory", "scheduler"}}
@@ -481,6 +483,11 @@ def _causal(r: _Reader, logs: Path | None) -> CausalRequirement | None:
     elif trim is not None and not isinstance(trim, str) and not (math.isfinite(trim) and 0 < trim < 0.5):
         r.problem(f"[causal] trim = {trim!r} is not in (0, 0.5)", fix=trim_fix)
         trim = None
+    sample_rows = r.get(ctab, "causal", "sample_rows", int)
+    if sample_rows is not None and sample_rows < 1:
+        r.problem(f"[causal] sample_rows = {sample_rows} is not a number of rows",
+                  fix="write e.g. sample_rows = 1000000, or leave it out to use every row")
+        sample_rows = None
     if not (required and treatment and outcome and clogs):
         return None
     return CausalRequirement(treatment=treatment, outcome=outcome, logs=clogs,
@@ -488,7 +495,8 @@ def _causal(r: _Reader, logs: Path | None) -> CausalRequirement | None:
                              effect_modifiers=tuple(modifiers) if modifiers else None,
                              estimator=estimator,
                              refutations=tuple(refutations) if refutations is not None else None,
-                             estimand=estimand, trim=float(trim) if isinstance(trim, (int, float)) else trim)
+                             estimand=estimand, trim=float(trim) if isinstance(trim, (int, float)) else trim,
+                             sample_rows=sample_rows)
 
 
 def _engine(r: _Reader) -> dict:

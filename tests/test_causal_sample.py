@@ -262,3 +262,35 @@ def test_bad_treatment_rows_outside_the_sample_are_still_found(logs):
     message = str(err.value)
     assert "column 'recommended': 2 rows are missing (NaN / null)" in message
     assert "values other than 0/1 (seen: 2.0)" in message
+
+
+# --- the command line and gate.toml ----------------------------------------------------------------
+
+def test_the_command_line_runs_on_the_sample_and_records_it(layouts, tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "causal.json"
+    done = run_cli("causal", "--logs", layouts["groups"], "--treatment", "recommended", "--outcome", "gifted",
+                   "--sample-rows", 3_000, "--seed", 2, "--out", out)
+    assert done.code == 0, done.err
+    document = json.loads(out.read_text())
+    assert document["sampling"]["rows"] == document["n_rows"] and 3_000 <= document["n_rows"] <= 3_004
+    assert document["sampling"]["seed"] == 2
+    bad = run_cli("causal", "--logs", layouts["groups"], "--treatment", "recommended", "--outcome", "gifted",
+                  "--sample-rows", 0)
+    assert bad.code == 2 and "Traceback" not in bad.err and "sample" in bad.err
+
+
+def test_gate_toml_takes_sample_rows(tmp_path):
+    from livegate.datasets.errors import InputError as Error
+    from livegate.datasets.gate_config import load_gate_config
+
+    base = ('[data]\nlogs = "logs.parquet"\n[[candidate]]\nname = "a"\npolicy = "a.parquet"\n'
+            '[[criterion]]\nmetric = "watch_seconds"\nrule = "improves"\nmin_effect = 0.0\n'
+            '[causal]\ntreatment = "recommended"\noutcome = "watch_seconds"\n')
+    path = tmp_path / "gate.toml"
+    path.write_text(base + "sample_rows = 1000000\n")
+    assert load_gate_config(path).causal.sample_rows == 1_000_000
+    path.write_text(base + "sample_rows = -5\n")
+    with pytest.raises(Error, match="sample_rows"):
+        load_gate_config(path)
