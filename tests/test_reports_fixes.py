@@ -216,7 +216,8 @@ def test_the_report_names_the_bound_ope_gate_compares():
     it and that one below passes them."""
     from livegate.ope.gate import _diagnostic_failures
 
-    cfg = types.SimpleNamespace(min_ess=0.0, min_ess_share=0.0, max_unsupported_mass=0.05, max_mean_weight_z=4.0)
+    cfg = types.SimpleNamespace(min_ess=0.0, min_ess_share=0.0, max_unsupported_mass=0.05, max_mean_weight_z=4.0,
+                                level="decision", estimator="snips")
     keys = ("unsupported_mass", "unsupported_mass_lower", "unsupported_mass_upper")
     weights = {"ess": 1e6, "n": 10**6, "mean_weight": 1.0, "mean_weight_se": 0.001}
     only = {**weights, **{k: (0.5 if k == GATE_UNSUPPORTED_KEY else 0.0) for k in keys}}
