@@ -28,17 +28,27 @@ predictions) and the three inner models are averaged (bagging, Breiman 1996).
 
 The held-out quality of the out-of-fold predictions (R^2, log-loss, calibration, and whether they beat
 a cross-fitted constant) is in `RewardModelFit.quality` (`_quality`).
+
+Logs evaluated in partitions (streaming, Dask) use the same model fitted once on a sample of whole
+decisions (`sample_decisions`/`sample_rows`, `gather_sample`, `fit_sampled_reward_model`): folds and
+sample by a stable hash of the decision id, encodings frozen from the sample, and a picklable
+`SampledRewardModel` whose `predict_partition` gives a partition what `evaluate._model_predictions`
+gives the whole logs in memory. Exact: no row is predicted by a model that trained on it, and a row's
+prediction does not depend on its partition; approximate: the models learnt from a sample.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+if TYPE_CHECKING:
+    from livegate.datasets import LoggedData, PolicyTable
 
 _MAX_CATEGORIES = 250  # HistGradientBoosting treats at most max_bins (255) categories natively
 
@@ -89,11 +99,32 @@ class RewardModelFit:
 
 def _levels(column: pd.Series) -> tuple[np.ndarray, int]:
     """(codes, number of levels) of a categorical column, levels sorted; -1 for missing."""
+    codes, uniques, _ = _level_values(column)
+    return codes, len(uniques)
+
+
+def _level_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(codes, the levels in code order, whether they were compared as text) of a categorical column:
+    levels sorted, -1 for missing."""
     try:
         codes, uniques = pd.factorize(column, sort=True)
+        as_text = False
     except TypeError:  # mixed types (e.g. numbers and strings in one object column): compare as text
         codes, uniques = pd.factorize(column.astype("string"), sort=True)
-    return np.asarray(codes, dtype=np.int64), len(uniques)
+        as_text = True
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object), as_text
+
+
+def _category_mapping(codes: np.ndarray, n_levels: int, counts: np.ndarray | None = None) -> np.ndarray | None:
+    """The float code of each level (see `category_codes`), or None when every level keeps its own code."""
+    if n_levels <= _MAX_CATEGORIES:
+        return None
+    present = codes >= 0
+    freq = np.bincount(codes[present], weights=None if counts is None else counts[present], minlength=n_levels)
+    order = np.lexsort((np.arange(n_levels), -freq))          # most frequent first, then sorted order
+    mapping = np.full(n_levels, float(_MAX_CATEGORIES))
+    mapping[np.sort(order[:_MAX_CATEGORIES])] = np.arange(_MAX_CATEGORIES, dtype=np.float64)
+    return mapping
 
 
 def category_codes(codes: np.ndarray, n_levels: int, counts: np.ndarray | None = None) -> np.ndarray:
@@ -104,15 +135,92 @@ def category_codes(codes: np.ndarray, n_levels: int, counts: np.ndarray | None =
     stream for stream features); by default each entry counts once."""
     values = codes.astype(np.float64)
     values[codes < 0] = np.nan
-    if n_levels <= _MAX_CATEGORIES:
+    mapping = _category_mapping(codes, n_levels, counts)
+    if mapping is None:
         return values
     present = codes >= 0
-    freq = np.bincount(codes[present], weights=None if counts is None else counts[present], minlength=n_levels)
-    order = np.lexsort((np.arange(n_levels), -freq))          # most frequent first, then sorted order
-    mapping = np.full(n_levels, float(_MAX_CATEGORIES))
-    mapping[np.sort(order[:_MAX_CATEGORIES])] = np.arange(_MAX_CATEGORIES, dtype=np.float64)
     values[present] = mapping[codes[present]]
     return values
+
+
+def _as_float(column: pd.Series) -> np.ndarray:
+    try:
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):   # e.g. an object column of bools and None in one partition
+        return pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class _ColumnCoder:
+    """How one feature column was encoded, frozen: applied to other rows (another partition of the same
+    data) it gives every value the code it had where the coder was fitted. Numbers stay numbers; a
+    categorical column keeps its levels (by value) and their float codes: a level the fitted rows never
+    showed is "other" when the column pooled its rare levels, else missing (NaN, the trees' default
+    branch; HistGradientBoosting treats an unknown category the same way)."""
+
+    def __init__(self, categorical: bool, levels: np.ndarray | None = None, mapping: np.ndarray | None = None,
+                 as_text: bool = False):
+        self.categorical, self.levels, self.mapping, self.as_text = categorical, levels, mapping, as_text
+        self._index = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_index"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _index=None)
+
+    def transform(self, column: pd.Series) -> np.ndarray:
+        if not self.categorical:
+            return _as_float(column)
+        if self._index is None:
+            self._index = pd.Index(self.levels, dtype=object)
+        values = column.astype("string") if self.as_text else column
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(object)
+        codes = self._index.get_indexer(np.asarray(values, dtype=object))
+        out = np.full(len(codes), np.nan)
+        seen = codes >= 0
+        out[seen] = codes[seen] if self.mapping is None else self.mapping[codes[seen]]
+        if self.mapping is not None:   # pooled column: a level never seen is one more rare level
+            out[~seen & np.asarray(column.notna())] = float(_MAX_CATEGORIES)
+        return out
+
+
+def _fit_column(column: pd.Series, counts: np.ndarray | None,
+                by_value: bool) -> tuple[np.ndarray, bool, _ColumnCoder]:
+    """(values, categorical, coder) of one feature column: what `encode_context` does to it, and the
+    frozen coder. `by_value`: a pandas categorical column's levels are sorted by value rather than
+    in its categories' order (which depends on how the rows were read)."""
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), False, _ColumnCoder(False)
+    if by_value and isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(object)
+    codes, levels, as_text = _level_values(column)
+    values = category_codes(codes, len(levels), counts)
+    return values, True, _ColumnCoder(True, levels, _category_mapping(codes, len(levels), counts), as_text)
+
+
+def _fit_columns(context: pd.DataFrame, counts: np.ndarray | None = None,
+                 by_value: bool = False) -> tuple[np.ndarray, list[bool], list[_ColumnCoder]]:
+    """`encode_context` and the coders that encode other rows the same way."""
+    columns, categorical, coders = [], [], []
+    for name in context.columns:
+        values, is_category, coder = _fit_column(context[name], counts, by_value)
+        columns.append(values)
+        categorical.append(is_category)
+        coders.append(coder)
+    if not columns:
+        return np.zeros((len(context), 0)), [], []
+    return np.column_stack(columns), categorical, coders
+
+
+def _apply_columns(context: pd.DataFrame, names: list, coders: list[_ColumnCoder]) -> np.ndarray:
+    """The features of other rows by frozen coders (see `_ColumnCoder`); a column missing from `context`
+    is missing (NaN) throughout."""
+    x = np.full((len(context), len(coders)), np.nan)
+    for j, (name, coder) in enumerate(zip(names, coders)):
+        if name in context.columns:
+            x[:, j] = coder.transform(context[name])
+    return x
 
 
 def encode_context(context: pd.DataFrame, counts: np.ndarray | None = None) -> tuple[np.ndarray, list[bool]]:
@@ -121,19 +229,8 @@ def encode_context(context: pd.DataFrame, counts: np.ndarray | None = None) -> t
     categorical feature (`category_codes`: at most _MAX_CATEGORIES levels + "other"). `counts` weighs
     the rows when choosing the most frequent levels. Float64 because HistGradientBoosting converts
     any other dtype to float64 (a copy per fit and per prediction)."""
-    columns, categorical = [], []
-    for name in context.columns:
-        col = context[name]
-        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-            columns.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
-            categorical.append(False)
-        else:
-            codes, n_levels = _levels(col)
-            columns.append(category_codes(codes, n_levels, counts))
-            categorical.append(True)
-    if not columns:
-        return np.zeros((len(context), 0)), []
-    return np.column_stack(columns), categorical
+    x, categorical, _ = _fit_columns(context, counts)
+    return x, categorical
 
 
 class _Design:
@@ -146,14 +243,16 @@ class _Design:
     """
 
     def __init__(self, context: pd.DataFrame, action_code: np.ndarray, n_actions: int,
-                 position: np.ndarray | None, action_features: pd.DataFrame | None):
+                 position: np.ndarray | None, action_features: pd.DataFrame | None, by_value: bool = False):
         self.n_actions = n_actions
-        self.x_ctx, ctx_categorical = encode_context(context)
+        self.x_ctx, ctx_categorical, self.ctx_coders = _fit_columns(context, by_value=by_value)
+        self.ctx_names = list(context.columns)
         shown = np.bincount(action_code, minlength=n_actions).astype(np.float64)
         stream = category_codes(np.arange(n_actions, dtype=np.int64), n_actions, shown)
         act_columns, act_categorical = [stream[:, None]], [True]
         if action_features is not None and action_features.shape[1]:
-            x_act, act_categorical_features = encode_context(action_features.iloc[:n_actions], counts=shown)
+            x_act, act_categorical_features, _ = _fit_columns(action_features.iloc[:n_actions], counts=shown,
+                                                             by_value=by_value)
             act_columns.append(x_act)
             act_categorical += act_categorical_features
         x_act = np.hstack(act_columns)
@@ -162,10 +261,20 @@ class _Design:
         n_positions = 1 if position is None or len(position) == 0 else int(position.max()) + 1
         if n_positions > 1:
             self.position = position.astype(np.float64)
+        self.n_positions = n_positions
         self.categorical = ([n_positions <= _MAX_CATEGORIES] if self.position is not None else []) \
             + list(ctx_categorical) + act_categorical
         self.names = (["position"] if self.position is not None else []) + [str(c) for c in context.columns] \
             + ["stream"] + [str(c) for c in (action_features.columns if len(act_columns) > 1 else [])]
+
+    @classmethod
+    def _of(cls, x_ctx: np.ndarray, x_act: np.ndarray, position: np.ndarray | None, categorical: list[bool],
+            names: list[str]) -> _Design:
+        """A design of given parts: `x_act` has one row per action code and a last row of NaN (unknown)."""
+        design = cls.__new__(cls)
+        design.x_ctx, design.x_act, design.position = x_ctx, x_act, position
+        design.n_actions, design.categorical, design.names = len(x_act) - 1, categorical, names
+        return design
 
     @property
     def n_features(self) -> int:
@@ -283,13 +392,16 @@ def _serial(n_rows: int):
 
 
 class _Fitted:
-    """A fitted model and the columns that had no value in its training rows (filled with 0, as in training)."""
+    """A fitted model and the columns that had no value in its training rows (filled with 0, as in training).
+    Picklable (a reward model fitted on a sample predicts on Dask workers)."""
 
     def __init__(self, model, empty: np.ndarray):
         self.model, self.empty = model, empty
-        self.predict = _prediction(model)
-        if empty.any():
-            self.predict = functools.partial(_predict_filled, self.predict, empty)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.empty.any():
+            return _predict_filled(_prediction(self.model), self.empty, X)
+        return _prediction(self.model)(X)
 
 
 def _fit(model, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
@@ -399,6 +511,7 @@ class _FoldModel:
     binary: bool
     n_trees: list = field(default_factory=list)
     validation: str = "none"
+    cost: int = 1     # progress units per predicted pair
 
     def predict(self, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
         b = self.baseline[slot]
@@ -507,7 +620,8 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
                      policies: Mapping[str, tuple[np.ndarray, np.ndarray]], groups: np.ndarray | None,
                      n_folds: int = 3, seed: int = 0,
                      action_features: pd.DataFrame | None = None, model=None, *,
-                     position: np.ndarray | None = None, progress: Progress | None = None) -> RewardModelFit:
+                     position: np.ndarray | None = None, progress: Progress | None = None,
+                     fold: np.ndarray | None = None) -> RewardModelFit:
     """Cross-fit the reward model on ([position,] context, stream, stream features) and predict out of fold.
 
     `policies` maps a name to (row, action_code) arrays of that policy's rows; `groups` are
@@ -518,7 +632,9 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
     the built-in model with any scikit-learn regressor, or a classifier for 0/1 rewards (its
     predict_proba is the prediction); it is cloned per fold, fitted on the whole training fold and
     sees the same numeric features (categories as integer codes, a stream no logged row shows as
-    NaN). `progress(message, done, total)` is called as folds are fitted and predicted.
+    NaN). `progress(message, done, total)` is called as folds are fitted and predicted. `fold`, when
+    given, is each row's fold 0 .. n_folds - 1 (rows of a decision must share it); by default the
+    decisions are dealt to folds by a random permutation of `seed`.
     """
     n = len(reward)
     binary = _is_binary(reward)
@@ -527,39 +643,23 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
     slot = np.zeros(n, dtype=np.int64) if design.position is None else np.asarray(position, dtype=np.int64)
     n_slots = int(slot.max()) + 1 if n else 1
 
-    rng = np.random.default_rng(seed)
     unit = groups if groups is not None else np.arange(n)
     n_units = int(unit.max()) + 1 if n else 0
-    # the smallest integer type for the fold numbers: a fold per predicted pair is an array of 7e7 at 1e7 rows
-    fold_of_unit = (rng.permutation(n_units) % n_folds).astype(np.min_scalar_type(n_folds))
-    fold = fold_of_unit[unit]
+    if fold is None:
+        rng = np.random.default_rng(seed)
+        # the smallest integer type for the fold numbers: a fold per predicted pair is an array of 7e7 at 1e7 rows
+        fold_of_unit = (rng.permutation(n_units) % n_folds).astype(np.min_scalar_type(n_folds))
+        fold = fold_of_unit[unit]
     pair_fold = fold[pairs.row]
 
-    informative = _informative(reward) * (n_folds - 1) / n_folds   # of a training fold, about
-    n_fits = 1 if model is not None or _VALIDATION_FRACTION * informative >= _VALIDATION_INFORMATIVE \
-        else _INNER_FOLDS
-    # inner cross-validation: each of 3 models is fitted on 2/3 of the fold and predicts every pair
-    fit_share = 1.0 if n_fits == 1 else 2.0
-    report = _Report(progress, (n_folds - 1) * n * _FIT_COST * fit_share + len(pairs) * n_fits, n_folds)
+    fits = _CrossFit(design, fold, n_folds, action_code, reward, slot, n_slots, unit, n_units, binary, seed, model)
+    report = _Report(progress, fits.fit_units + len(pairs) * fits.n_fits, n_folds)
 
     q_pairs = np.empty(len(pairs))
-    fold_models: list[_FoldModel | None] = []
+    fold_models: list = []
     for k in range(n_folds):
-        train = np.flatnonzero(fold != k)
-        if model is None:
-            fitted = _fit_fold(design, train, action_code[train], reward[train], slot[train], n_slots,
-                               unit[train], n_units, binary, seed, k, report)
-            predict = fitted.predict
-            fold_models.append(fitted)
-            per_pair = len(fitted.models) if fitted.weight != 0.0 else 1   # progress units per pair
-        else:
-            label = f"fold {k + 1}/{n_folds}: fitting on {len(train):,} rows"
-            report(label)
-            user = _fit_user_model(model, binary, design(train, action_code[train]), reward[train])
-            report(label, _FIT_COST * len(train) * fit_share)
-            predict = lambda x, _slot, fitted=user: fitted.predict(x)  # noqa: E731
-            fold_models.append(None)
-            per_pair = 1
+        fitted = fits.fit(k, report)
+        fold_models.append(fitted)
         test = np.flatnonzero(pair_fold == k)
         label = f"fold {k + 1}/{n_folds}: predicting {len(test):,} (row, stream) pairs"
         report(label)
@@ -567,13 +667,64 @@ def fit_reward_model(context: pd.DataFrame, action_code: np.ndarray, n_actions: 
             chunk = test[lo:lo + _CHUNK]
             rows = pairs.row[chunk]
             with _serial(len(test)):
-                q_pairs[chunk] = predict(design(rows, pairs.action[chunk]), slot[rows])
-            report(label, len(chunk) * per_pair)
+                q_pairs[chunk] = fitted.predict(design(rows, pairs.action[chunk]), slot[rows])
+            report(label, len(chunk) * fitted.cost)
     q_logged = q_pairs[:n]
     q_policy = {name: q_pairs[pairs.index[name]] for name in policies}
     quality = _quality(reward, q_logged, binary, n_folds, fold=fold, groups=unit)
     quality.update(_model_summary(design, fold_models, model))
     return RewardModelFit(q_logged=q_logged, q_policy=q_policy, quality=quality)
+
+
+class _UserFold:
+    """A user's model fitted on one training fold (the position is a feature, no baseline)."""
+
+    cost = 1
+
+    def __init__(self, fitted: _Fitted):
+        self.fitted = fitted
+
+    def predict(self, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        return self.fitted.predict(x)
+
+
+class _CrossFit:
+    """The fold models of one cross-fit: `fit(k)` trains fold k's model on the rows of the other folds
+    (the built-in `_fit_fold`, or a clone of the user's `model`). Shared by the in-memory cross-fit
+    (`fit_reward_model`) and the sampled one (`fit_sampled_reward_model`), so both train the same model
+    on the same rows. `fit_units` and `n_fits` size the progress report."""
+
+    def __init__(self, design: _Design, fold: np.ndarray, n_folds: int, action_code: np.ndarray, reward: np.ndarray,
+                 slot: np.ndarray, n_slots: int, unit: np.ndarray, n_units: int, binary: bool, seed: int, model):
+        self.design, self.fold, self.n_folds = design, fold, n_folds
+        self.action_code, self.reward = action_code, reward
+        self.slot, self.n_slots, self.unit, self.n_units = slot, n_slots, unit, n_units
+        self.binary, self.seed, self.model = binary, seed, model
+        n = len(reward)
+        informative = _informative(reward) * (n_folds - 1) / n_folds   # of a training fold, about
+        self.n_fits = 1 if model is not None or _VALIDATION_FRACTION * informative >= _VALIDATION_INFORMATIVE \
+            else _INNER_FOLDS
+        # inner cross-validation: each of 3 models is fitted on 2/3 of the fold and predicts every pair
+        self.fit_share = 1.0 if self.n_fits == 1 else 2.0
+        self.fit_units = (n_folds - 1) * n * _FIT_COST * self.fit_share
+
+    def train_rows(self, k: int) -> np.ndarray:
+        return np.flatnonzero(self.fold != k)
+
+    def fit(self, k: int, report: _Report) -> _FoldModel | _UserFold:
+        """Fold k's model; `.predict(x, slot)` predicts, `.cost` is its progress units per pair."""
+        train = self.train_rows(k)
+        if self.model is None:
+            fitted = _fit_fold(self.design, train, self.action_code[train], self.reward[train], self.slot[train],
+                               self.n_slots, self.unit[train], self.n_units, self.binary, self.seed, k, report)
+            fitted.cost = len(fitted.models) if fitted.weight != 0.0 else 1
+            return fitted
+        label = f"fold {k + 1}/{self.n_folds}: fitting on {len(train):,} rows"
+        report(label)
+        x = self.design(train, self.action_code[train])
+        user = _fit_user_model(self.model, self.binary, x, self.reward[train])
+        report(label, _FIT_COST * len(train) * self.fit_share)
+        return _UserFold(user)
 
 
 def _model_summary(design: _Design, fold_models: list, model) -> dict:
@@ -657,6 +808,393 @@ def _new_model(binary: bool, categorical: list[bool], seed: int, early_stopping:
                   validation_fraction=_VALIDATION_FRACTION, n_iter_no_change=10, random_state=seed,
                   categorical_features=np.asarray(categorical, dtype=bool) if any(categorical) else None)
     return HistGradientBoostingClassifier(**common) if binary else HistGradientBoostingRegressor(**common)
+
+
+# =================================================================================================
+# a reward model fitted once on a sample of decisions, predicting any partition on its own
+
+#: the default size of the sample that fits the reward model when the logs are evaluated in
+#: partitions (streaming, Dask): about this many log rows, whole decisions. Measured on the simulator's
+#: logs (1e6 rows, clicks, one OpenMP thread on an idle core): 15.5 s for the 3 fold models (70-85 trees
+#: each) and their out-of-fold predictions; predicting then costs what it does in memory, 3.5e5
+#: (row, stream) pairs per second and thread. (Two OpenMP threads on cores another process also uses
+#: were 6-10 times slower: a worker should run HistGradientBoosting with OMP_NUM_THREADS=1 per core.)
+DEFAULT_SAMPLE_ROWS = 1_000_000
+# salts of the two uses of a decision's hash: the sample and the folds are independent draws
+_SAMPLE_SALT = 0x5A3F1E00D1CE5EED
+_FOLD_SALT = 0xF01DC0DEB0A710AD
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (wrapping uint64 arithmetic)."""
+    z = z.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def decision_keys(decision_id_values) -> np.ndarray:
+    """Stable uint64 keys of decision ids: pandas.util.hash_array of the id values (the bootstrap's keys,
+    `inference.bootstrap_keys`): the same on every machine, run and partitioning."""
+    from pandas.util import hash_array
+    return hash_array(np.asarray(decision_id_values))
+
+
+def _seeded(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        offset = _mix(np.array([(int(seed) * _GOLDEN + salt) % 2**64], dtype=np.uint64))[0]
+    return _mix(keys ^ offset)
+
+
+def folds_of_keys(keys: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """The fold 0 .. n_folds - 1 of decisions by their `decision_keys`."""
+    return (_seeded(keys, seed, _FOLD_SALT) % np.uint64(n_folds)).astype(np.int64)
+
+
+def decision_folds(decision_id_values, n_folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold of each decision id: a stable hash of the id value mixed with the seed, mod
+    n_folds. A function of the id alone: the same on every partition and machine, whatever the partitioning."""
+    return folds_of_keys(decision_keys(decision_id_values), n_folds, seed)
+
+
+def sample_fraction(n_rows: int, max_rows: int = DEFAULT_SAMPLE_ROWS) -> float:
+    """The share of decisions to sample so that about `max_rows` of `n_rows` log rows are drawn (1: all)."""
+    return 1.0 if n_rows <= max_rows else max_rows / n_rows
+
+
+def sample_decisions(decision_id_values, fraction_or_rows: float | int = DEFAULT_SAMPLE_ROWS, seed: int = 0, *,
+                     total_rows: int | None = None) -> np.ndarray:
+    """A bool mask over `decision_id_values`: whether each id's decision is in the sample.
+
+    Decision d is drawn when u(d) < fraction, u(d) in [0, 1) the top 53 bits of a stable hash of its id
+    mixed with `seed` (independent of the fold hash): the sample is a Bernoulli sample of whole decisions,
+    the same whatever the partitioning, the row order or the machine; a partition computes its own part
+    of it. `fraction_or_rows`: a float in (0, 1] is the share of decisions; an int is a number of log
+    rows to aim at (about: the sample's size is random), out of `total_rows` (the rows of the whole
+    data, e.g. `StreamPlan.n_rows`; by default len(decision_id_values), right only when they are all of
+    the data). Default: DEFAULT_SAMPLE_ROWS rows."""
+    ids = np.asarray(decision_id_values)
+    if isinstance(fraction_or_rows, (int, np.integer)) and not isinstance(fraction_or_rows, bool):
+        if fraction_or_rows < 1:
+            raise ValueError(f"sample of {fraction_or_rows} rows: give at least 1")
+        fraction = sample_fraction(len(ids) if total_rows is None else total_rows, int(fraction_or_rows))
+    else:
+        fraction = float(fraction_or_rows)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"sample fraction {fraction}: give a share in (0, 1]")
+    if fraction >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    u = (_seeded(decision_keys(ids), seed, _SAMPLE_SALT) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return u < fraction
+
+
+def sample_rows(logs: LoggedData, fraction_or_rows: float | int = DEFAULT_SAMPLE_ROWS, seed: int = 0, *,
+                total_rows: int | None = None) -> np.ndarray:
+    """The log rows of `logs` (a LoggedData, e.g. one partition's) whose decision is in the sample
+    (`sample_decisions`), ascending. Hashes each distinct decision id once."""
+    ids = _decision_ids(logs)
+    keep = sample_decisions(ids, fraction_or_rows, seed, total_rows=logs.n if total_rows is None else total_rows)
+    return np.flatnonzero(keep[logs.decision_code])
+
+
+def gather_sample(parts: Sequence[tuple[LoggedData, np.ndarray]]) -> LoggedData:
+    """The sampled rows of several partitions as one LoggedData, for `fit_sampled_reward_model`.
+
+    `parts`: (logs, rows) pairs, a partition's LoggedData and its sampled rows (`sample_rows`), e.g. in
+    partition order (the fitted model does not depend on the order: see `fit_sampled_reward_model`).
+    Carries what the model reads, re-encoded for the sample: the actions (codes of the sample's own
+    sorted action values), the decision ids, positions, propensities, outcomes, the context columns
+    and the stream features (each stream's values from the first partition that logs it)."""
+    import pyarrow as pa
+
+    from livegate.datasets import LoggedData
+    from livegate.datasets.encoding import dense_codes
+    parts = [(logs, np.asarray(rows, dtype=np.int64)) for logs, rows in parts]
+    if not parts:
+        raise ValueError("no partitions to gather a sample from")
+    first = parts[0][0]
+
+    def joined(arrays: list[np.ndarray]) -> np.ndarray:
+        kinds = {a.dtype for a in arrays}
+        return np.concatenate(arrays if len(kinds) == 1 else [a.astype(object) for a in arrays])
+
+    action = joined([logs.actions[logs.action_code[r]] for logs, r in parts])
+    ids = joined([_decision_ids(logs)[logs.decision_code[r]] for logs, r in parts])
+    action_code, actions = dense_codes(action)
+    decision_code, decision_ids = dense_codes(ids)
+    position = None if first.position is None else np.concatenate(
+        [np.zeros(len(r), dtype=np.int64) if logs.position is None else logs.position[r] for logs, r in parts])
+    context_table = None
+    if first.context_table is not None:
+        tables = [logs.context_table.take(pa.array(r)) for logs, r in parts]
+        try:
+            context_table = pa.concat_tables(tables)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):   # a column typed differently in some partition
+            context_table = pa.concat_tables(tables, promote_options="permissive")
+    action_features = None
+    if first.action_features is not None:
+        frames = []
+        for logs, r in parts:
+            if logs.action_features is not None and len(r):
+                shown = np.unique(logs.action_code[r])
+                frame = logs.action_features.iloc[shown].reset_index(drop=True)
+                frames.append(frame.assign(__action__=logs.actions[shown]))
+        table = pd.concat(frames, ignore_index=True).drop_duplicates("__action__", keep="first")
+        where = pd.Index(table["__action__"].to_numpy()).get_indexer(actions)
+        action_features = table.drop(columns="__action__").iloc[where].reset_index(drop=True)
+    return LoggedData(
+        source=f"sample of {len(parts)} partition(s)", action=action, action_code=action_code, actions=actions,
+        propensity=np.concatenate([logs.propensity[r] for logs, r in parts]),
+        outcomes={c: np.concatenate([logs.outcomes[c][r] for logs, r in parts]) for c in first.outcomes},
+        decision_code=decision_code, decision_ids=decision_ids, position=position,
+        context_table=context_table, action_features=action_features, schema=first.schema)
+
+def _decision_ids(logs: LoggedData) -> np.ndarray:
+    if logs.decision_ids is None or logs.decision_code is None:
+        from livegate.datasets import InputError, Problem
+        raise InputError(Problem(logs.source, "has no decision ids: a reward model fitted on a sample assigns "
+                                              "folds and the sample by decision id",
+                                 fix="add a decision_id column (or evaluate in memory)"))
+    return logs.decision_ids
+
+
+def _canonical(sample: LoggedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row order, decision rank per ordered row, decision code per ordered row): the sample's rows
+    ordered by (hash of the decision id, decision id, position). The model fitted on the reordered rows
+    depends only on the set of sampled rows, not on the order in which partitions delivered them
+    (HistGradientBoosting's bin thresholds and the inner folds depend on the row order)."""
+    keys = decision_keys(_decision_ids(sample))
+    position = np.zeros(sample.n, dtype=np.int64) if sample.position is None else sample.position
+    # decision_code ranks the ids by value (`dense_codes` sorts them): the tie-break of equal hashes
+    order = np.lexsort((position, sample.decision_code, keys[sample.decision_code]))
+    code = sample.decision_code[order]
+    new = np.ones(len(code), dtype=bool)
+    new[1:] = code[1:] != code[:-1]
+    unit = np.cumsum(new) - 1
+    return order, unit, code
+
+
+@dataclass
+class SampledRewardModel:
+    """A cross-fitted reward model fitted once on a sample of decisions (`fit_sampled_reward_model`)
+    that predicts the rows of any partition of the same logs on its own: picklable, small (the fold
+    models and the frozen encodings), no reference to the data. Row i of a partition is predicted by
+    the model of its decision's fold (`decision_folds`), which was trained on the sample's decisions of
+    the other folds and so never saw row i."""
+
+    n_folds: int
+    seed: int
+    binary: bool
+    fold_models: list
+    actions: np.ndarray                 # the sample's actions (values, sorted); the stream vocabulary
+    x_act: np.ndarray                   # their features: stream code and stream features
+    ctx_names: list
+    ctx_coders: list
+    n_positions: int                    # the sample's; a position at or past it is unseen
+    position_feature: bool
+    position_categorical: bool
+    categorical: list
+    names: list
+    quality: dict = field(default_factory=dict)
+    #: per fold, the decision ids its model was trained on (kept only with record_training=True)
+    training_ids: list | None = None
+
+    # ---------------------------------------------------------------- folds
+    def folds(self, logs: LoggedData) -> np.ndarray:
+        """The fold of each row of `logs` (a LoggedData): a function of its decision id alone."""
+        return folds_of_keys(decision_keys(_decision_ids(logs)), self.n_folds, self.seed)[logs.decision_code]
+
+    # ---------------------------------------------------------------- features
+    def _action_rows(self, values: np.ndarray) -> np.ndarray:
+        """Features of actions given by value, one row each plus a last row of NaN. An action of the
+        sample has its frozen row; any other is an unseen stream, unknown to the model: its stream and
+        stream features are missing (NaN), as for a stream no logged row shows in memory. (Its a_*
+        values in a partition are not used: a partition that only lists it in a policy has none, and
+        the prediction must not depend on the partition.)"""
+        rows = np.full((len(values) + 1, self.x_act.shape[1]), np.nan)
+        try:
+            where = pd.Index(self.actions).get_indexer(values)
+        except (TypeError, ValueError):
+            where = pd.Index(self.actions, dtype=object).get_indexer(np.asarray(values, dtype=object))
+        seen = where >= 0
+        rows[:-1][seen] = self.x_act[where[seen]]
+        return rows
+
+    def _design(self, logs: LoggedData, x_act: np.ndarray) -> tuple[_Design, np.ndarray]:
+        """The design of `logs`' rows with the frozen encodings, and each row's baseline slot."""
+        x_ctx = _apply_columns(logs.context, self.ctx_names, self.ctx_coders) if self.ctx_names \
+            else np.zeros((logs.n, 0))
+        position, slot = None, np.zeros(logs.n, dtype=np.int64)
+        if self.position_feature:
+            raw = np.zeros(logs.n, dtype=np.int64) if logs.position is None else np.asarray(logs.position, np.int64)
+            unseen = raw >= self.n_positions
+            position = raw.astype(np.float64)
+            if self.position_categorical:
+                position[unseen] = np.nan       # an unknown category (HistGradientBoosting: missing)
+            slot = np.where(unseen, self.n_positions, raw)   # the baseline's last entry: the overall mean
+        return _Design._of(x_ctx, x_act, position, self.categorical, self.names), slot
+
+    def _partition_actions(self, logs: LoggedData) -> np.ndarray:
+        values = np.asarray(logs.actions)
+        if logs.unlogged_actions:
+            extra = np.asarray(logs.unlogged_actions)
+            values = np.concatenate([values, extra]) if extra.dtype == values.dtype \
+                else np.concatenate([values.astype(object), extra.astype(object)])
+        return self._action_rows(values)
+
+    # ---------------------------------------------------------------- predictions
+    def _predict(self, design: _Design, slot: np.ndarray, fold: np.ndarray, rows: np.ndarray,
+                 codes: np.ndarray) -> np.ndarray:
+        q = np.empty(len(rows))
+        pair_fold = fold[rows]
+        for k, fitted in enumerate(self.fold_models):
+            test = np.flatnonzero(pair_fold == k)
+            for lo in range(0, len(test), _CHUNK):
+                chunk = test[lo:lo + _CHUNK]
+                r = rows[chunk]
+                with _serial(len(test)):
+                    q[chunk] = fitted.predict(design(r, codes[chunk]), slot[r])
+        return q
+
+    def predict(self, logs: LoggedData, rows: np.ndarray, action_codes: np.ndarray | None = None, *,
+                action_values: np.ndarray | None = None) -> np.ndarray:
+        """q(x_row, a) for each pair (rows[j], action j) of `logs` (a LoggedData, e.g. one partition's): the
+        action as the logs' own code (`action_codes`, local to `logs`, unlogged actions' codes included)
+        or as a value (`action_values`, any action, seen in the sample or not). Each pair is predicted by
+        the model of its row's fold."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if (action_codes is None) == (action_values is None):
+            raise TypeError("give action_codes or action_values")
+        if action_codes is not None:
+            x_act, codes = self._partition_actions(logs), np.asarray(action_codes, dtype=np.int64)
+        else:
+            codes, uniques = pd.factorize(np.asarray(action_values))
+            x_act = self._action_rows(np.asarray(uniques))
+        design, slot = self._design(logs, x_act)
+        return self._predict(design, slot, self.folds(logs), rows, codes)
+
+    def predict_partition(self, logs: LoggedData,
+                          policies: Mapping[str, PolicyTable]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(q_logged, {policy: q_pi}) for one partition, what `evaluate._model_predictions` returns in memory
+        from a fitted model: q_logged[i] = q(x_i, a_i) at the logged action, and for each long-format
+        policy q_pi[i] = sum_a pi(a|x_i) q(x_i, a) (pairs of probability 0 are not predicted); the
+        logging policy's entry is q_logged; compact-form policies get none (as in memory)."""
+        from livegate.datasets.schema import LOGGING_POLICY
+        long_form = {name: p for name, p in policies.items() if not p.compact and name != LOGGING_POLICY}
+        listed = {name: None if bool(np.all(p.prob > 0)) else np.flatnonzero(p.prob > 0)
+                  for name, p in long_form.items()}
+        lists = {name: (p.row, p.action_code) if listed[name] is None
+                 else (p.row[listed[name]], p.action_code[listed[name]]) for name, p in long_form.items()}
+        pairs = _Pairs(logs.action_code, lists)
+        design, slot = self._design(logs, self._partition_actions(logs))
+        q_pairs = self._predict(design, slot, self.folds(logs), pairs.row, pairs.action)
+        q_logged = q_pairs[:logs.n]
+        q_pi = {}
+        for name, p in long_form.items():
+            q = q_pairs[pairs.index[name]]
+            if listed[name] is not None:
+                full = np.zeros(len(p.row))
+                full[listed[name]] = q
+                q = full
+            q_pi[name] = p.expected(q, logs.n)
+        q_pi[LOGGING_POLICY] = q_logged
+        return q_logged, q_pi
+
+
+def fit_sampled_reward_model(sample: LoggedData, reward: np.ndarray, *, n_folds: int = 3, seed: int = 0, model=None,
+                             progress: Progress | None = None,
+                             record_training: bool = False) -> SampledRewardModel:
+    """Cross-fit the reward model once on a sample of decisions (`sample`: a LoggedData of whole
+    decisions, e.g. `gather_sample` of every partition's `sample_rows`; `reward`: its rewards) for logs
+    evaluated in partitions (streaming, Dask). The returned model predicts any partition on its own
+    (`SampledRewardModel.predict_partition` in place of `evaluate._model_predictions`).
+
+    Folds: decision d's fold is a stable hash of its id mixed with `seed`, mod `n_folds`
+    (`decision_folds`), the same on every partition and machine. Fold model k is the model of
+    `fit_reward_model` (the built-in one, or a clone of `model`) trained on the sample's decisions of
+    the other folds; every row, in the sample or not, is predicted by the model of its own fold, which
+    never saw it: out of fold for the sample's rows, out of sample for the others.
+
+    Frozen from the sample (in memory they come from the whole data): the context and stream-feature
+    columns' kinds and category levels (the 250 most frequent, the rest "other"; a level the sample
+    never shows is "other" in a pooled column, else missing); the stream vocabulary, by action value
+    (codes are local to each partition), an action the sample never shows being an unseen stream
+    (stream code and stream features missing, as for a stream no logged row shows in memory); the
+    positions (one at or past the sample's largest is an unseen category whose baseline is
+    the fold's overall mean); the per-position baseline; whether the reward is 0/1 (the model's loss).
+    A categorical column's levels are ordered by value, and the sample's rows by (hash of the decision
+    id, decision id, position) before fitting: the model depends on the set of sampled rows only, not
+    on the partitioning or the order in which partitions delivered them.
+
+    What is exact and what is approximate: given the model, DR's correction term is unbiased exactly as
+    with in-memory cross-fitting (no row is predicted by a model that saw it), and the predictions of a
+    row do not depend on the partition it is read in (a partition's predictions equal those of the
+    whole logs at once, to the bit). Approximate is only that the models learnt from a sample rather
+    than from all rows (a noisier q-hat: DM's bias and DR's variance may be a little larger), and the
+    frozen encodings (levels and streams seen only outside the sample are pooled or missing). With the
+    sample = all decisions the predictions are those of `fit_reward_model` on the sample's rows in this
+    order with these folds (`fold=`), to the bit.
+
+    `quality` is the held-out quality (`_quality`) of the sample's out-of-fold predictions, with
+    "sampled": true, "sample_rows" and "sample_decisions". `record_training` keeps, per fold, the
+    decision ids its model trained on (`training_ids`; for audits and tests: they are as large as the
+    sample)."""
+    n = sample.n
+    reward = np.asarray(reward, dtype=np.float64)
+    if len(reward) != n:
+        raise ValueError(f"reward has {len(reward)} values for {n} sample rows")
+    order, unit, code = _canonical(sample)
+    n_units = int(unit[-1]) + 1 if n else 0
+    fold = folds_of_keys(decision_keys(sample.decision_ids), n_folds, seed)[code]
+    y = reward[order]
+    binary = _is_binary(y)
+    action_code = sample.action_code[order]
+    n_actions = len(sample.actions)
+    context = sample.context.iloc[order].reset_index(drop=True) if sample.n_context_columns \
+        else pd.DataFrame(index=range(n))
+    position = None if sample.position is None else sample.position[order]
+    design = _Design(context, action_code, n_actions, position, sample.action_features, by_value=True)
+    slot = np.zeros(n, dtype=np.int64) if design.position is None else np.asarray(position, dtype=np.int64)
+    n_slots = int(slot.max()) + 1 if n else 1
+
+    fits = _CrossFit(design, fold, n_folds, action_code, y, slot, n_slots, unit, n_units, binary, seed, model)
+    report = _Report(progress, fits.fit_units + n * fits.n_fits, n_folds)
+    oof = np.empty(n)
+    fold_models, training = [], []
+    for k in range(n_folds):
+        fitted = fits.fit(k, report)
+        if isinstance(fitted, _FoldModel):
+            train = fits.train_rows(k)
+            # a position the sample never shows: the fold's overall mean (what _baseline gives an empty slot)
+            fitted.baseline = np.append(fitted.baseline, float(np.mean(y[train])) if len(train) else 0.0)
+        fold_models.append(fitted)
+        if record_training:
+            training.append(sample.decision_ids[np.unique(code[fits.train_rows(k)])])
+        test = np.flatnonzero(fold == k)
+        label = f"fold {k + 1}/{n_folds}: predicting {len(test):,} sampled rows out of fold"
+        report(label)
+        for lo in range(0, len(test), _CHUNK):
+            chunk = test[lo:lo + _CHUNK]
+            with _serial(len(test)):
+                oof[chunk] = fitted.predict(design(chunk, action_code[chunk]), slot[chunk])
+            report(label, len(chunk) * fitted.cost)
+    quality = _quality(y, oof, binary, n_folds, fold=fold, groups=unit)
+    quality.update(_model_summary(design, fold_models, model))
+    quality.update(sampled=True, sample_rows=int(n), sample_decisions=int(n_units),
+                   folds="stable hash of decision_id", held_out="out-of-fold predictions of the sample's rows")
+    return SampledRewardModel(
+        n_folds=n_folds, seed=seed, binary=binary, fold_models=fold_models, actions=np.asarray(sample.actions),
+        x_act=design.x_act[:-1],
+        ctx_names=design.ctx_names, ctx_coders=design.ctx_coders, n_positions=design.n_positions,
+        position_feature=design.position is not None,
+        position_categorical=design.position is not None and design.n_positions <= _MAX_CATEGORIES,
+        categorical=design.categorical, names=design.names, quality=quality,
+        training_ids=training if record_training else None)
 
 
 # =================================================================================================
