@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -38,6 +37,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# the machine's description, as the session benchmark writes it (this folder is on sys.path when run)
+from bench_sessions import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
@@ -177,20 +179,6 @@ def run_measured(cmd: list[str], log: Path) -> dict:
         raise SystemExit(f"{' '.join(cmd[:6])} ... exited {code} (log: {log})")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
             "tree_peak_rss_mib": tree_peak / 2**20, "load_1min_before": load}
-
-
-def machine_info() -> dict:
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def evaluate_cmd(folder: Path, out: Path, *, max_memory: str | None = None, scheduler: str | None = None) -> list[str]:

@@ -68,13 +68,13 @@ import pyarrow.parquet as pq
 
 from livegate.datasets.causal_frame import IN_MEMORY, MIN_ARM_ROWS
 from livegate.datasets.errors import InputError, Problem
+from livegate.datasets.loading import READ_ERRORS, short_reason
 
 METHOD = "stratified"
 #: rows per slice when the source is an in-memory Table or DataFrame (it has no row groups)
 IN_MEMORY_SLICE = 1 << 16
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
-_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError)
 
 
 # --- the keyed hash -------------------------------------------------------------------------------
@@ -155,69 +155,24 @@ class _Source:
         return sum(u.rows for u in self.units)
 
 
-def _parquet_files(path: Path) -> list[Path]:
-    """The files of a Parquet source as pyarrow's dataset lists them: hidden and ``_`` files and
-    folders skipped, sorted by path."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
-
-
-def _unreadable(path: str, exc: Exception) -> Problem:
-    return Problem(path, f"is not a readable Parquet file ({_short(exc)})",
-                   fix="re-export the file with pyarrow or pandas .to_parquet(), and check that it is complete")
-
-
-def _hive_values(files: list[tuple[Path, tuple]]) -> dict[str, dict[str, object]]:
-    """Hive partition keys' values (``key=value`` folders), typed as int when every value of a key is one."""
-    raw: dict[str, list[str]] = {}
-    for _, hive in files:
-        for k, v in hive:
-            raw.setdefault(k, []).append(v)
-    typed: dict[str, dict[str, object]] = {}
-    for k, vs in raw.items():
-        integers = all(v.lstrip("-").isdigit() for v in vs)
-        typed[k] = {v: (int(v) if integers else v) for v in vs}
-    return typed
-
-
 def _file_units(path: Path, label: str) -> _Source:
-    if not path.exists():
-        raise InputError(Problem(label, "does not exist", fix="check the path"))
-    paths = _parquet_files(path)
-    if not paths:
-        raise InputError(Problem(label, "is an empty directory: no Parquet files found",
-                                 fix="point to a Parquet file or a directory of Parquet files"))
-    files = [(p, tuple(tuple(part.split("=", 1)) for part in p.relative_to(path).parts[:-1] if "=" in part)
-              if path.is_dir() else ()) for p in paths]
-    hive_types = _hive_values(files)
-    units, names, problems, has = [], {}, [], {}
-    for p, hive in files:
-        try:
-            if p.stat().st_size == 0:
-                problems.append(Problem(str(p), "is an empty file, not Parquet", fix="re-export the file"))
-                continue
-            metadata = pq.read_metadata(p)
-            schema = metadata.schema.to_arrow_schema()
-        except _READ_ERRORS as exc:
-            problems.append(_unreadable(str(p), exc))
-            continue
-        constants = {k: hive_types[k][v] for k, v in hive if k not in schema.names}
-        file_names = frozenset([*schema.names, *constants])
-        has[str(p)] = file_names
-        names.update(dict.fromkeys([*schema.names, *constants]))
-        for rg in range(metadata.num_row_groups):
-            rows = metadata.row_group(rg).num_rows
+    """Every row group of a Parquet file or directory, from the footers that the streamed evaluation's
+    planner reads too (datasets/partitions.py: every unreadable file named, hive keys typed alike)."""
+    from livegate.datasets.partitions import hive_key_types, open_parquet_input
+
+    files = open_parquet_input(path, label).files
+    integer_keys = {k for k, t in hive_key_types(files).items() if pa.types.is_integer(t)}
+    units, names, has = [], {}, {}
+    for f in files:
+        stored = f.metadata.schema.to_arrow_schema().names
+        constants = {k: int(v) if k in integer_keys else v for k, v in f.hive if k not in stored}
+        file_names = frozenset([*stored, *constants])
+        has[f.path] = file_names
+        names.update(dict.fromkeys([*stored, *constants]))
+        for rg in range(f.metadata.num_row_groups):
+            rows = f.metadata.row_group(rg).num_rows
             if rows:
-                units.append(_Unit(str(p), rows, file_names, _row_group_reader(p, metadata, rg, constants)))
-    if problems:
-        raise InputError(problems)
+                units.append(_Unit(f.path, rows, file_names, _row_group_reader(Path(f.path), f.metadata, rg, constants)))
     lacking = {c: [f for f, n in has.items() if c not in n] for c in names} if len(has) > 1 else {}
     return _Source(label, units, list(names), {c: fs for c, fs in lacking.items() if fs})
 
@@ -227,8 +182,8 @@ def _row_group_reader(path: Path, metadata, rg: int, constants: dict) -> Callabl
         stored = [c for c in columns if c not in constants]
         try:
             table = pq.ParquetFile(path, metadata=metadata).read_row_group(rg, columns=stored, use_threads=False)
-        except _READ_ERRORS as exc:
-            raise InputError(Problem(str(path), f"could not be read (row group {rg}: {_short(exc)})",
+        except READ_ERRORS as exc:
+            raise InputError(Problem(str(path), f"could not be read (row group {rg}: {short_reason(exc)})",
                                      fix="re-export the file, and check that it is complete")) from None
         for c in columns:
             if c in constants:

@@ -92,12 +92,11 @@ def open_dataset(source, name: str | None = None):
         import pyarrow.dataset as ds
         _check_partition_keys(path, files)
         return _checked_names(_unified_dataset(ds, source), source)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
+    except READ_ERRORS as exc:
         if path.is_dir() and "duplicate field names" in str(exc):  # name the file and the column
             for file in sorted(files):
                 _checked_names(ParquetFileSource(str(file)), str(file))
-        raise InputError(Problem(source, f"is not a readable Parquet file ({_short(exc)})",
-                                 fix="write the file with pyarrow or pandas .to_parquet(), and check it is complete")) from None
+        raise InputError(unreadable(source, exc)) from None
 
 
 def _unified_dataset(ds, source: str):
@@ -187,7 +186,7 @@ def _in_memory_table(data, source: str) -> pa.Table:
         try:
             pa.Table.from_pandas(data[[column]], preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError) as exc:
-            problems.append(Problem(source, f"cannot be converted to Arrow ({_short(exc)})", column=str(column),
+            problems.append(Problem(source, f"cannot be converted to Arrow ({short_reason(exc)})", column=str(column),
                                     fix="give the column one type (numbers, strings or timestamps)"))
     if not problems:  # e.g. duplicated column names: no single column is at fault
         problems.append(Problem(source, "cannot be converted to Arrow",
@@ -224,8 +223,8 @@ def read_table(path, columns: Sequence[str], optional: Sequence[str] = (),
     wanted = list(dict.fromkeys([*(c for c in columns if c in available), *(c for c in optional if c in available)]))
     try:
         return dataset.to_table(columns=wanted)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
-        raise InputError(Problem(label, f"could not be read ({_short(exc)})",
+    except READ_ERRORS as exc:
+        raise InputError(Problem(label, f"could not be read ({short_reason(exc)})",
                                  fix="check that every Parquet file is complete and has the same schema")) from None
 
 
@@ -238,14 +237,34 @@ def iter_batches(path, columns: Sequence[str], batch_size: int = 1 << 20) -> Ite
         raise InputError(missing)
     try:
         yield from dataset.to_batches(columns=list(columns), batch_size=batch_size)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
-        raise InputError(Problem(label, f"could not be read ({_short(exc)})",
+    except READ_ERRORS as exc:
+        raise InputError(Problem(label, f"could not be read ({short_reason(exc)})",
                                  fix="check that every Parquet file is complete")) from None
 
 
-def _short(exc: Exception) -> str:
+#: what pyarrow raises on a file that is not (complete, readable) Parquet
+READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError)
+_UNREADABLE_FIX = "write the file with pyarrow or pandas .to_parquet(), and check it is complete"
+
+
+def short_reason(exc: Exception) -> str:
+    """An exception's first line (at most 300 characters), for the parenthesis of a message."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
+
+
+def unreadable(path: str, exc: Exception) -> Problem:
+    """The one message for a file that cannot be read as Parquet."""
+    return Problem(path, f"is not a readable Parquet file ({short_reason(exc)})", fix=_UNREADABLE_FIX)
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """A source's files as pyarrow's dataset lists them: hidden and `_` files and folders skipped,
+    sorted by path (the order every streamed reader follows)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
 def _list(names) -> str:

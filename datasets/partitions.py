@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputError, Problem
+from .loading import READ_ERRORS, parquet_files, short_reason, unreadable
 from .schema import LogSchema, PolicySchema
 
 #: share of max_memory one partition's working set may use
@@ -85,7 +86,6 @@ MAX_BUCKETS = 4096
 #: column of bucketed files holding a row's original position (file index << 40 | row number)
 ORDER_COLUMN = "__livegate_order"
 _BUCKET_COLUMN = "__livegate_bucket"
-_UNREADABLE_FIX = "write the file with pyarrow or pandas .to_parquet(), and check it is complete"
 
 STRATEGIES = ("row-groups", "sorted-ranges", "buckets")
 
@@ -327,16 +327,7 @@ class _Input:
         return sum(u.rows for u in self.units)
 
 
-def _parquet_files(path: Path) -> list[Path]:
-    """A source's files as pyarrow's dataset lists them: hidden and `_` files and folders skipped,
-    sorted by path."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
-
-
-def _open_input(source, label: str) -> _Input:
+def open_parquet_input(source, label: str) -> _Input:
     """Every footer of a source (a file or a directory), each unreadable file named."""
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(Problem(label, f"is a {type(source).__name__}: streaming evaluation reads Parquet paths",
@@ -344,7 +335,7 @@ def _open_input(source, label: str) -> _Input:
     path = Path(source)
     if not path.exists():
         raise InputError(Problem(str(path), "does not exist", fix="check the path"))
-    paths = _parquet_files(path)
+    paths = parquet_files(path)
     if not paths:
         raise InputError(Problem(str(path), "is an empty directory: no Parquet files found",
                                  fix="point to a Parquet file or a directory of Parquet files"))
@@ -358,8 +349,8 @@ def _open_input(source, label: str) -> _Input:
                 continue
             metadata = pq.read_metadata(p)
             schema = metadata.schema.to_arrow_schema()
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
-            problems.append(_unreadable(str(p), exc))
+        except READ_ERRORS as exc:
+            problems.append(unreadable(str(p), exc))
             continue
         files.append(_File(str(p.absolute()), metadata, schema, hive))   # absolute: workers read it
     if problems:
@@ -369,7 +360,7 @@ def _open_input(source, label: str) -> _Input:
         problems += check_column_names(f.schema.names, f.path)
     if problems:
         raise InputError(problems)
-    keys = _hive_types(files)
+    keys = hive_key_types(files)
     if keys:
         from .loading import _check_partition_keys
         _check_partition_keys(path, paths)
@@ -377,7 +368,7 @@ def _open_input(source, label: str) -> _Input:
         unified = pa.unify_schemas([pa.schema([fld.remove_metadata() for fld in f.schema])
                                     .with_metadata(f.schema.metadata) for f in files])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(Problem(str(path), f"has files whose columns disagree in type ({_short(exc)})",
+        raise InputError(Problem(str(path), f"has files whose columns disagree in type ({short_reason(exc)})",
                                  fix="write every file with the same column types")) from None
     for name, type_ in keys.items():
         if name not in unified.names:
@@ -385,7 +376,7 @@ def _open_input(source, label: str) -> _Input:
     return _Input(str(path), files, unified)
 
 
-def _hive_types(files: list[_File]) -> dict[str, pa.DataType]:
+def hive_key_types(files: list[_File]) -> dict[str, pa.DataType]:
     """The hive keys' types as pyarrow's dataset infers them: int32 when every value is an integer, else string."""
     values: dict[str, list[str]] = {}
     for f in files:
@@ -516,14 +507,14 @@ def plan_stream(logs, policies: Mapping[str, str | None], q_hat: Mapping[str, st
     if max_memory <= 0:
         raise InputError(Problem("--max-memory", "must be positive", fix="give e.g. 256MB"))
     say("planning partitions")
-    log_input = _open_input(logs, str(logs) if isinstance(logs, (str, os.PathLike)) else "logs")
+    log_input = open_parquet_input(logs, str(logs) if isinstance(logs, (str, os.PathLike)) else "logs")
     problems = _missing(log_input, columns)
     joined: list[tuple[str, str, _Input]] = []          # (role, name, input)
     for name, source in policies.items():
-        joined.append(("policy", name, None if source is None else _open_input(
+        joined.append(("policy", name, None if source is None else open_parquet_input(
             source, str(source) if isinstance(source, (str, os.PathLike)) else f"policy {name}")))
     for metric, source in q_hat.items():
-        joined.append(("q_hat", metric, _open_input(source, str(source) if isinstance(source, (str, os.PathLike))
+        joined.append(("q_hat", metric, open_parquet_input(source, str(source) if isinstance(source, (str, os.PathLike))
                                                     else f"predictions {metric}")))
     keyed = []
     for role, name, inp in joined:
@@ -825,9 +816,8 @@ def _write_buckets(con, inp: _Input, columns: Sequence[str], key: str, buckets: 
     try:
         con.execute(sql)
     except Exception as exc:  # duckdb.Error: a file that cannot be read past its footer, or the disk
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         named = next((f.path for f in inp.files if f.path in str(exc)), inp.label)
-        raise InputError(Problem(named, f"is not a readable Parquet file ({message})", fix=_UNREADABLE_FIX)) from None
+        raise InputError(unreadable(named, exc)) from None
 
 
 def _bucket_files(out: Path, bucket: int) -> list[Path]:
@@ -947,8 +937,8 @@ def _origin_metadata(part: SourcePart) -> dict | None:
     except FileNotFoundError:
         raise InputError(Problem(part.origin, "does not exist (it was there when the partitions were planned)",
                                  fix="keep the input files in place during the evaluation")) from None
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError) as exc:
-        raise InputError(_unreadable(part.origin, exc)) from None
+    except READ_ERRORS as exc:
+        raise InputError(unreadable(part.origin, exc)) from None
 
 
 def _read_slice(s: FileSlice, columns: list[str], schema: pa.Schema, label: str) -> pa.Table:
@@ -960,9 +950,8 @@ def _read_slice(s: FileSlice, columns: list[str], schema: pa.Schema, label: str)
     except FileNotFoundError:
         raise InputError(Problem(s.path, "does not exist (it was there when the partitions were planned)",
                                  fix="keep the input files in place during the evaluation")) from None
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIOError, OSError,
-            IndexError) as exc:
-        raise InputError(_unreadable(s.path, exc)) from None
+    except (*READ_ERRORS, IndexError) as exc:
+        raise InputError(unreadable(s.path, exc)) from None
     hive = dict(s.hive)
     arrays = []
     for c in columns:
@@ -1046,15 +1035,6 @@ def _run_length(ids: pa.ChunkedArray, value: pa.Scalar) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-
-def _unreadable(path: str, exc: Exception) -> Problem:
-    return Problem(path, f"is not a readable Parquet file ({_short(exc)})", fix=_UNREADABLE_FIX)
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
-
 
 def _ranges(values: Sequence[int]) -> str:
     values = sorted(values)
