@@ -466,7 +466,7 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
     are dropped, counted by arm) or "crump" (Crump et al. 2009's threshold). sample_rows: run on a
     proportional stratified sample of about this many rows (by treatment arm, and by a 0/1 outcome's
     value), read row group by row group in bounded memory and recorded as `sampling` in the result
-    (causal/sampling.py); None: the whole table.
+    (datasets/causal_sample.py); None: the whole table.
     Returns a `CausalResult` (to_dict(); `.model` is the fitted EconML estimator).
     """
     from livegate.causal import CausalConfig, run_causal_check
@@ -484,11 +484,11 @@ def causal_check(data, treatment: str, outcome: str, *, confounders: Sequence[st
     if sample_rows is None:
         frame, sampling = read_causal_frame(data, config, schema=_schema(columns)), None
     else:
-        from livegate.causal.sampling import read_causal_sample
+        from livegate.datasets.causal_sample import read_causal_sample
         frame, sampling = read_causal_sample(data, config, sample_rows, schema=_schema(columns),
                                              name=_source_name(data, "logs"))
     result = run_causal_check(frame, config, progress=progress, source=_source_name(data, "logs"))
-    from livegate.causal.sampling import attach_sampling
+    from livegate.causal import attach_sampling
     attach_sampling(result, sampling, sample_rows)
     result.provenance = provenance({"logs": data, "graph": graph_path}, seed)
     return result

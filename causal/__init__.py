@@ -12,18 +12,16 @@ DataFrames and Tables; ``run_causal_check`` applies the same check to a DataFram
 ``CausalConfig(propensity="p")`` takes P(T=1|x) from column ``p`` instead of estimating it.
 ``CausalConfig(estimand="att")`` averages the effect over the treated (also "atc", "ato"; default "ate");
 ``CausalConfig(trim=0.01)`` or ``trim="crump"`` drops rows without overlap first (causal/estimands.py).
-Logs too large for memory: ``read_causal_sample(path, config, n_rows)`` reads a proportional stratified
-sample in bounded memory, ``attach_sampling(result, record)`` records it (causal/sampling.py).
+Logs too large for memory: ``livegate.datasets.causal_sample.read_causal_sample(path, config, n_rows)``
+reads a proportional stratified sample in bounded memory, ``attach_sampling(result, record)`` records it.
 """
 from .check import CausalConfig, run_causal_check
 from .estimands import ESTIMANDS
 from .graph import (DEFAULT_CONFOUNDERS, DEFAULT_EFFECT_MODIFIERS, DEFAULT_SEGMENTS, default_graph, graph_to_dict,
                     parse_graph)
 from .propensity import estimate_propensities
-from .result import SCHEMA, CausalResult, Refutation, SegmentEffect
-from .sampling import apply_sampling_record, attach_sampling, read_causal_sample, read_stratified_sample
+from .result import SCHEMA, CausalResult, Refutation, SegmentEffect, apply_sampling_record, attach_sampling
 
 __all__ = ["CausalConfig", "CausalResult", "Refutation", "SegmentEffect", "SCHEMA", "run_causal_check", "ESTIMANDS",
            "estimate_propensities", "parse_graph", "default_graph", "graph_to_dict", "DEFAULT_CONFOUNDERS",
-           "DEFAULT_EFFECT_MODIFIERS", "DEFAULT_SEGMENTS", "read_stratified_sample", "read_causal_sample",
-           "attach_sampling", "apply_sampling_record"]
+           "DEFAULT_EFFECT_MODIFIERS", "DEFAULT_SEGMENTS", "attach_sampling", "apply_sampling_record"]

@@ -133,7 +133,7 @@ class CausalResult:
     overlap: dict = field(default_factory=dict)
     #: every estimand from the same fitted nuisances: {"ate": {value, se, ci_low, ci_high, supported}, ...}
     estimands: dict = field(default_factory=dict)
-    #: the stratified sample the check ran on (causal/sampling.py: method, strata, rows, of, seed,
+    #: the stratified sample the check ran on (datasets/causal_sample.py: method, strata, rows, of, seed,
     #: per_stratum, note), or None when it ran on the whole table
     sampling: dict | None = None
 
@@ -217,3 +217,22 @@ def _relative_gap(naive: float | None, adjusted: float | None) -> dict | None:
         return None
     gap = naive - adjusted
     return {"difference": gap, "relative": gap / abs(adjusted) if adjusted else None}
+
+
+def attach_sampling(result, record: dict | None, sample_rows: int | None = None):
+    """Put the sampling ``record`` on a ``CausalResult`` (document key ``sampling``; None: the whole
+    table was analysed) and say so in its notes; returns the result."""
+    result.sampling = record
+    if record is not None:
+        result.notes.append(record["note"])
+    elif sample_rows is not None:
+        result.notes.append(f"sample_rows {int(sample_rows):,} is not below the table's {result.n_rows:,} rows: the "
+                            "whole table was analysed (sampling: null)")
+    return result
+
+
+def apply_sampling_record(document: dict, record: dict | None) -> dict:
+    """A ``livegate.causal/1`` document (a dict) with its ``sampling`` key set to ``record`` (None:
+    the whole table was analysed); the document is changed in place and returned."""
+    document["sampling"] = clean(record)
+    return document

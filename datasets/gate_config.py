@@ -81,7 +81,7 @@ class CausalRequirement:
     estimand: str = "ate"
     #: trimming: None, a threshold in (0, 0.5) or "crump"
     trim: float | str | None = None
-    #: run on a proportional stratified sample of about this many rows (causal/sampling.py); None: all rows
+    #: run on a proportional stratified sample of about this many rows (datasets/causal_sample.py); None: all rows
     sample_rows: int | None = None
 
 

@@ -1,5 +1,5 @@
 """Causal checks on logs too large for memory: a proportional stratified sample read row group by row
-group (causal/sampling.py, issue 14), recorded in the result document."""
+group (datasets/causal_sample.py, issue 14), recorded in the result document."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from livegate.causal import CausalConfig, run_causal_check
-from livegate.causal import sampling
-from livegate.causal.sampling import (apply_sampling_record, attach_sampling, read_causal_sample,
-                                      read_stratified_sample, row_hash)
+from livegate.causal import CausalConfig, apply_sampling_record, attach_sampling, run_causal_check
+from livegate.datasets import causal_sample as sampling
+from livegate.datasets.causal_sample import read_causal_sample, read_stratified_sample, row_hash
 from livegate.datasets.causal_simulator import simulate_causal
 from livegate.datasets.errors import InputError
 

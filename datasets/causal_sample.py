@@ -66,9 +66,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from livegate.datasets.causal_frame import IN_MEMORY, MIN_ARM_ROWS
-from livegate.datasets.errors import InputError, Problem
-from livegate.datasets.loading import READ_ERRORS, short_reason
+from .causal_frame import IN_MEMORY, MIN_ARM_ROWS
+from .errors import InputError, Problem
+from .loading import READ_ERRORS, short_reason
 
 METHOD = "stratified"
 #: rows per slice when the source is an in-memory Table or DataFrame (it has no row groups)
@@ -158,7 +158,7 @@ class _Source:
 def _file_units(path: Path, label: str) -> _Source:
     """Every row group of a Parquet file or directory, from the footers that the streamed evaluation's
     planner reads too (datasets/partitions.py: every unreadable file named, hive keys typed alike)."""
-    from livegate.datasets.partitions import hive_key_types, open_parquet_input
+    from .partitions import hive_key_types, open_parquet_input
 
     files = open_parquet_input(path, label).files
     integer_keys = {k for k, t in hive_key_types(files).items() if pa.types.is_integer(t)}
@@ -194,11 +194,11 @@ def _row_group_reader(path: Path, metadata, rg: int, constants: dict) -> Callabl
 
 
 def _memory_units(source, label: str) -> _Source:
-    from livegate.datasets.loading import _in_memory_table  # pyarrow conversion, every bad column named
+    from .loading import _in_memory_table  # pyarrow conversion, every bad column named
 
     table = _in_memory_table(source, label)
     names = [str(c) for c in table.column_names]
-    from livegate.datasets.validation import check_column_names
+    from .validation import check_column_names
     repeated = check_column_names(names, label)
     if repeated:
         raise InputError(repeated)
@@ -527,8 +527,8 @@ def read_causal_sample(source, config, n_rows: int | None, schema=None, *, name:
     check's minimum of rows (``max(100, 20 * n_folds)``) or leaves a treatment arm fewer than
     ``MIN_ARM_ROWS`` rows, each with the sample size that suffices.
     """
-    from livegate.datasets.causal_frame import _columns_to_read, read_causal_frame
-    from livegate.datasets.schema import LogSchema
+    from .causal_frame import _columns_to_read, read_causal_frame
+    from .schema import LogSchema
 
     schema = schema if schema is not None else LogSchema()
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else IN_MEMORY)
@@ -549,26 +549,4 @@ def read_causal_sample(source, config, n_rows: int | None, schema=None, *, name:
     return read_causal_frame(table, config, schema, name=label), record
 
 
-def attach_sampling(result, record: dict | None, sample_rows: int | None = None):
-    """Put the sampling ``record`` on a ``CausalResult`` (document key ``sampling``; None: the whole
-    table was analysed) and say so in its notes; returns the result."""
-    result.sampling = record
-    if record is not None:
-        result.notes.append(record["note"])
-    elif sample_rows is not None:
-        result.notes.append(f"sample_rows {int(sample_rows):,} is not below the table's {result.n_rows:,} rows: the "
-                            "whole table was analysed (sampling: null)")
-    return result
-
-
-def apply_sampling_record(document: dict, record: dict | None) -> dict:
-    """A ``livegate.causal/1`` document (a dict) with its ``sampling`` key set to ``record`` (None:
-    the whole table was analysed); the document is changed in place and returned."""
-    from .result import clean
-
-    document["sampling"] = clean(record)
-    return document
-
-
-__all__ = ["read_stratified_sample", "read_causal_sample", "attach_sampling", "apply_sampling_record", "row_hash",
-           "METHOD"]
+__all__ = ["read_stratified_sample", "read_causal_sample", "row_hash", "METHOD"]
