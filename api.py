@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -180,11 +181,12 @@ class LoadRequest:
 
 
 def _load_request(logs, policies, rewards, q_hat, *, context, columns, named_rewards, sessions,
-                  estimate_propensities, streaming: bool = False):
+                  estimate_propensities, streaming: bool = False, modelled: Sequence[str] = ()):
     """(LoadRequest, the logs' name, policies {name: source}, predictions {metric: source}) of the
-    inputs as given; reads only the logs' column names. `streaming`: read no context (no reward model
-    is fitted), the decision ids whenever the logs have them (bootstrap keys, partition boundaries),
-    and plan the columns a partition reads."""
+    inputs as given; reads only the logs' column names. `streaming`: read the decision ids whenever the
+    logs have them (bootstrap keys, partition boundaries), the context only when a reward model is fitted
+    on a sample (`modelled`, the estimators that need one, and a metric without predictions), and plan
+    the columns a partition reads."""
     from livegate.datasets import column_names, compact_columns, open_dataset
 
     schema = _schema(columns)
@@ -199,21 +201,32 @@ def _load_request(logs, policies, rewards, q_hat, *, context, columns, named_rew
     q_hat_sources = dict(q_hat) if isinstance(q_hat, Mapping) else \
         ({specs[0].name: q_hat} if q_hat is not None else {})
     joined = any(p is not None for p in policies.values()) or bool(q_hat_sources)
+    # a streamed DM/DR without predictions fits its reward model on a sample of decisions (ope/streaming.py)
+    fit_model = streaming and bool(modelled) and "q_hat" not in available \
+        and any(spec.name not in q_hat_sources for spec in specs)
+    if fit_model and schema.decision_id not in available:
+        raise InputError(Problem(logs_name, f"has no {schema.decision_id} column: a streamed evaluation fits the "
+                                 f"reward model of {', '.join(modelled)} on a sample of decisions and assigns its "
+                                 "folds by decision id",
+                                 fix=f"add a {schema.decision_id} column, give --q-hat predictions, or "
+                                     f"{_IN_MEMORY_FIX}"))
     compact = [n for n, p in policies.items() if p is None]
     optional = [c for c in [*compact_columns(compact), "q_hat", "a_category", "category_propensity"] if c in available]
     request = LoadRequest(
         rewards=tuple(specs), schema=schema,
         policies=tuple((n, None if p is None else _source_name(p, f"policy {n}")) for n, p in policies.items()),
         q_hat=tuple((m, _source_name(p, f"predictions {m}")) for m, p in q_hat_sources.items()),
-        need_decision_id=joined or (streaming and schema.decision_id in available),
-        need_propensity=not estimate_propensities, need_context=not streaming,
-        context=None if streaming else _tuple_or_none(_context_columns(context, available, specs, schema)),
+        need_decision_id=joined or fit_model or (streaming and schema.decision_id in available),
+        need_propensity=not estimate_propensities, need_context=not streaming or fit_model,
+        context=None if streaming and not fit_model else _tuple_or_none(_context_columns(context, available, specs,
+                                                                                         schema)),
         optional_extra=tuple(optional), sessions=sessions)
     if streaming:
         from livegate.datasets.logs import _plan_columns
 
         plan = _plan_columns(available, schema, specs, need_decision_id=request.need_decision_id,
-                             need_propensity=request.need_propensity, need_context=False, context=None, extra=(),
+                             need_propensity=request.need_propensity, need_context=request.need_context,
+                             context=request.context, extra=(),
                              optional_extra=request.optional_extra, need_sessions=sessions)
         wanted = [*plan.required, *(c for c in plan.optional if c in available)]
         request = replace(request, columns=tuple(dict.fromkeys(wanted)))
@@ -328,7 +341,10 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     as "1GB"; default a quarter of the available memory), each reduced to mergeable sums, in this
     process or, with `scheduler` ("tcp://HOST:PORT" or "local"), on a Dask cluster. The numbers equal
     the in-memory path's; the document gains `data["engine"]`. Closed-form estimators only (ips,
-    snips, dm, dr, sndr, switch-dr, dr-os, with predictions from `q_hat` or the logs' q_hat columns).
+    snips, dm, dr, sndr, switch-dr, dr-os). DM and DR read predictions from `q_hat` or the logs' q_hat
+    columns, or else a reward model (the built-in one or `reward_model`, which must pickle for Dask)
+    cross-fitted once on a sample of about 1e6 rows of whole decisions and applied to every partition:
+    exact given the model, approximate only in that the model saw a sample (docs/streaming.md).
     Returns an `EvaluationResult` (to_dict(), to_frame()).
     """
     from livegate.ope import EvaluationConfig, evaluate as run
@@ -344,10 +360,9 @@ def evaluate(logs, policies: Mapping[str, Any] | None = None, rewards=None,
     config.validate()  # before any data is read
     if max_memory is not None or scheduler is not None:
         return _evaluate_streaming(logs, policies, rewards, config, q_hat=q_hat, columns=columns,
-                                   max_memory=max_memory, scheduler=scheduler, progress=progress,
+                                   max_memory=max_memory, scheduler=scheduler, progress=progress, context=context,
                                    refused={"--actions": actions is not None, "--estimate-propensities":
-                                            estimate_propensities, "--sessions": sessions,
-                                            "reward_model": reward_model is not None})[0]
+                                            estimate_propensities, "--sessions": sessions})[0]
     inputs = load_inputs(logs, policies, rewards, q_hat=q_hat, context=context, columns=columns, actions=actions,
                          estimate_propensities=estimate_propensities, seed=seed, sessions=sessions,
                          progress=progress)
@@ -362,19 +377,19 @@ _NOT_STREAMED = {
     "--sessions": "session-level evaluation needs each session's rows together and fitted models",
     "--estimate-propensities": "estimating propensities fits one model on all the logs",
     "--actions": "the action catalogue is applied to the logs in memory",
-    "reward_model": "fitting a reward model needs the logs' context in memory (give predictions with --q-hat "
-                    "or the logs' q_hat column instead)",
 }
 _IN_MEMORY_FIX = "drop --max-memory and --scheduler to evaluate in memory"
 
 
 def _evaluate_streaming(logs, policies, rewards, config, *, q_hat, columns, max_memory, scheduler,
                         progress: Progress, refused: Mapping[str, bool] | None = None, named_rewards=None,
-                        extra_contrasts=None, in_memory_fix: str = _IN_MEMORY_FIX):
+                        extra_contrasts=None, in_memory_fix: str = _IN_MEMORY_FIX, context=None):
     """The streamed evaluation (docs/streaming.md): plan partitions of whole decisions that fit the
     memory budget (datasets.partitions), load each with the in-memory loaders (`load_partition`),
     reduce and merge them (ope.streaming), here or on Dask (ope.execution). Same result and provenance
-    as the in-memory path, plus data["engine"]. Returns (result, its sources for the provenance)."""
+    as the in-memory path, plus data["engine"]. DM/DR without predictions read the context columns
+    (`context`, default x_*) and fit their reward model on a sample (ope.streaming). Returns (result,
+    its sources for the provenance)."""
     from livegate.datasets.partitions import default_max_memory, parse_memory, plan_stream
 
     from livegate.ope.execution import check_address
@@ -387,6 +402,14 @@ def _evaluate_streaming(logs, policies, rewards, config, *, q_hat, columns, max_
             check_address(scheduler)
         except InputError as exc:
             problems += exc.problems
+        if config.reward_model is not None:  # the fitted model travels to the workers
+            try:
+                pickle.dumps(config.reward_model)
+            except Exception as exc:  # noqa: BLE001 (whatever pickling raises)
+                problems.append(Problem("reward_model", f"cannot be pickled ({type(exc).__name__}: {exc}), and on "
+                                        "Dask the model fitted on the sample is sent to the workers",
+                                        fix="use a picklable scikit-learn estimator (no lambdas or local classes), "
+                                            "or drop --scheduler to stream on this machine"))
     inputs = {"logs": logs, **{f"policy {n}": p for n, p in (policies or {}).items() if p is not None},
               **({f"q_hat {m}": p for m, p in q_hat.items()} if isinstance(q_hat, Mapping) else
                  {"q_hat": q_hat} if q_hat is not None else {})}
@@ -399,11 +422,12 @@ def _evaluate_streaming(logs, policies, rewards, config, *, q_hat, columns, max_
     from livegate.ope.execution import describe_executor, make_executor
     from livegate.ope.streaming import check_streamable, evaluate_stream
 
-    check_streamable(config)  # before the plan (which may write buckets) and the cluster
+    specs = check_streamable(config)  # before the plan (which may write buckets) and the cluster
     progress("reading logs")
     request, logs_name, policies, q_hat_sources = _load_request(
-        logs, policies, rewards, q_hat, context=None, columns=columns, named_rewards=named_rewards, sessions=False,
-        estimate_propensities=False, streaming=True)
+        logs, policies, rewards, q_hat, context=context, columns=columns, named_rewards=named_rewards,
+        sessions=False, estimate_propensities=False, streaming=True,
+        modelled=[s.identifier for s in specs if s.needs_model])
     if scheduler is not None:
         progress("connecting to the Dask scheduler" if scheduler != "local" else "starting a local Dask cluster")
     # before any data is read: an unreachable scheduler is an error within its timeout
@@ -413,8 +437,12 @@ def _evaluate_streaming(logs, policies, rewards, config, *, q_hat, columns, max_
                          {m: str(p) for m, p in q_hat_sources.items()}, schema=request.schema,
                          columns=request.columns, max_memory=budget, progress=progress) as plan:
             load = functools.partial(load_partition, request=request)
+            # a context read in the partitions means a reward model to fit: for the metrics without q-hat
+            unpredicted = [s.name for s in request.rewards if s.name not in dict(request.q_hat)] \
+                if request.need_context else []
             result = evaluate_stream(plan.partitions, load, list(request.rewards), config, execute=execute,
-                                     extra_contrasts=extra_contrasts, progress=progress)
+                                     extra_contrasts=extra_contrasts, progress=progress, n_rows=plan.n_rows,
+                                     model_metrics=unpredicted)
             engine = result.data.setdefault("engine", {})
             engine.update({**describe_executor(execute), **{k: v for k, v in engine.items() if k != "mode"},
                            "plan": plan.to_dict()})
@@ -568,7 +596,7 @@ def _run_gate(cfg, progress: Progress) -> GateDecision:
     if cfg.max_memory is not None or cfg.scheduler is not None:  # [engine]: streamed (docs/streaming.md)
         evaluation, evaluation_sources = _evaluate_streaming(
             cfg.logs, candidates, metrics, config, q_hat=cfg.q_hat, columns=cfg.columns, max_memory=cfg.max_memory,
-            scheduler=cfg.scheduler, progress=progress, named_rewards=cfg.rewards,
+            scheduler=cfg.scheduler, progress=progress, named_rewards=cfg.rewards, context=cfg.context,
             refused={"--actions": cfg.actions is not None, "--sessions": cfg.level == "session"},
             extra_contrasts=functools.partial(gate_contrasts, cfg),
             in_memory_fix="remove [engine] (and --max-memory, --scheduler) to evaluate in memory")

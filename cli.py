@@ -708,8 +708,9 @@ def _engine_arguments(p, gate: bool = False) -> None:
                    help="evaluate in bounded memory: read the logs (a Parquet file or directory) in partitions of whole "
                         "decisions that fit SIZE (e.g. 256MB, 2GB, 2GiB; at least 16MiB) and reduce each to sums; the "
                         "numbers equal the in-memory path's (docs/streaming.md). Estimators with closed-form terms "
-                        "only: ips, snips, dm, dr, sndr, switch-dr, dr-os with predictions (--q-hat or q_hat "
-                        "columns)" + ("; default: [engine] max_memory" if gate else ""))
+                        "only: ips, snips, dm, dr, sndr, switch-dr, dr-os; without --q-hat or q_hat columns, their "
+                        "reward model is cross-fitted once on a sample of at most 1,000,000 rows of whole "
+                        "decisions" + ("; default: [engine] max_memory" if gate else ""))
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT|local",
                    help="evaluate the partitions on a Dask cluster (pip install 'livegate[dask]'): a running "
                         "scheduler's address, or 'local' to start 2 worker processes on this machine; implies "

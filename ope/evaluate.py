@@ -268,8 +268,14 @@ def data_summary(*, n_rows: int, n_decisions: int, n_actions: int, n_positions: 
 
 def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], reward: np.ndarray,
                        q_hat: RewardPredictions | None, cfg: EvaluationConfig,
-                       progress: Callable[..., None] | None = None, metric: str | None = None):
-    """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns or a cross-fitted model.
+                       progress: Callable[..., None] | None = None, metric: str | None = None,
+                       fitted=None):
+    """(q_logged, {policy: q_pi}, quality) from user predictions, compact columns, a model fitted
+    elsewhere (`fitted`: a `reward_model.SampledRewardModel`, which a streamed evaluation fits once on a
+    sample of decisions and hands every partition) or a model cross-fitted here on these rows. Whatever
+    the source, the same shape: q_pi has an entry per long-format policy (and per compact policy with
+    its qpi_NAME column), the logging policy's being q_logged; quality is the model's held-out quality
+    (None for given predictions). User predictions take precedence over a model.
     `progress(message, done, total)` (or a one-argument `progress(message)`) follows the model's folds."""
     # the logging policy's model term is the prediction at the logged action, q_logged
     long_form = {name: p for name, p in policies.items() if not p.compact and name != LOGGING_POLICY}
@@ -287,6 +293,9 @@ def _model_predictions(logs: LoggedData, policies: Mapping[str, PolicyTable], re
                     q_pi[name] = logs.extra[column]
         q_pi[LOGGING_POLICY] = q_logged
         return q_logged, q_pi, None
+    if fitted is not None:  # predicts these rows with its fold models (it never trained on them)
+        q_logged, q_pi = fitted.predict_partition(logs, policies)
+        return q_logged, q_pi, fitted.quality
     if logs.n_context_columns == 0:
         return None, {}, None
     # scikit-learn is imported only when a model is fitted
@@ -336,21 +345,28 @@ def importance_weights(logs: LoggedData, policies: Mapping[str, PolicyTable]) ->
 
 def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Sequence[RewardSpec],
              config: EvaluationConfig = EvaluationConfig(), q_hat: Mapping[str, RewardPredictions] | None = None,
-             progress: Callable[[str], None] | None = None) -> EvaluationResult:
+             progress: Callable[[str], None] | None = None, reward_models: Mapping[str, object] | None = None
+             ) -> EvaluationResult:
     """Estimate every policy's value for every metric and estimator, with intervals, diagnostics and
-    the paired difference to the baseline. `policies` excludes the built-in `logging`, which is added."""
+    the paired difference to the baseline. `policies` excludes the built-in `logging`, which is added.
+    `reward_models`: metric -> a model fitted elsewhere (`reward_model.fit_sampled_reward_model`, as a
+    streamed evaluation fits it) that predicts these rows instead of a model cross-fitted here; given
+    q-hat predictions still take precedence."""
     specs = config.validate()
+    reward_models = dict(reward_models or {})
     step = progress or (lambda _msg: None)
     check_request(policies, rewards, config)
     all_policies = {LOGGING_POLICY: logging_policy(logs), **policies}
     if config.level == "session":
         return _evaluate_sessions(logs, policies, rewards, config, specs, q_hat, progress)
-    if any(s.needs_model for s in specs) and logs.n_context_columns == 0 and not q_hat and "q_hat" not in logs.extra:
+    if any(s.needs_model for s in specs) and logs.n_context_columns == 0 and not q_hat and "q_hat" not in logs.extra \
+            and any(spec.name not in reward_models for spec in rewards):
         raise InputError(Problem(logs.source, "has no context columns for the reward model that "
                                  f"{', '.join(s.identifier for s in specs if s.needs_model)} need",
                                  fix="add x_* columns, pass --context, or give --q-hat"))
     if any(s.needs_model for s in specs) and logs.n_context_columns and "q_hat" not in logs.extra \
-            and any((q_hat or {}).get(spec.name) is None for spec in rewards):  # a reward model is cross-fitted
+            and any((q_hat or {}).get(spec.name) is None and spec.name not in reward_models
+                    for spec in rewards):  # a reward model is cross-fitted
         from livegate.datasets.errors import raise_if_any
         from livegate.datasets.validation import check_cross_fitting
         n_units = int(logs.decision_code.max()) + 1 if logs.decision_code is not None and logs.n else logs.n
@@ -381,7 +397,7 @@ def evaluate(logs: LoggedData, policies: Mapping[str, PolicyTable], rewards: Seq
             metric = spec.name
             all_terms[metric], qualities[metric], choices[metric] = _metric_terms(
                 metric, reward_arrays[metric], logs, all_policies, weights, category_weights, specs,
-                (q_hat or {}).get(metric), config, step, warnings)
+                (q_hat or {}).get(metric), config, step, warnings, fitted=reward_models.get(metric))
             engines[metric] = IntervalEngine(all_terms[metric], config,
                                              value_range=_reward_range(metric, reward_arrays[metric], config),
                                              keys=keys)
@@ -464,18 +480,23 @@ def raise_max_weight(violations: Mapping[str, tuple[int, float]], bound: float) 
 def _metric_terms(metric: str, reward: np.ndarray, logs: LoggedData, policies: Mapping[str, PolicyTable],
                   weights: Mapping[str, np.ndarray], category_weights: Mapping[str, np.ndarray | None],
                   specs: Sequence[EstimatorSpec], q_hat: RewardPredictions | None, config: EvaluationConfig,
-                  step: Callable[[str], None], warnings: list[str], reward_range: object = "data"
+                  step: Callable[[str], None], warnings: list[str], reward_range: object = "data",
+                  fitted=None, predictions: tuple | None = None
                   ) -> tuple[dict[str, dict[str, Terms]], dict | None, selection.MetricChoices | None]:
     """Every (policy, estimator)'s per-row terms for one metric, the reward model's quality, and with
     `auto` every policy's choice (its terms are the chosen candidate's). `reward_range`: "data" (the
     rule of `_reward_range` on these rows), else the range to use (a streamed partition is given the
-    whole log's)."""
+    whole log's). `fitted`: a model fitted elsewhere (see `_model_predictions`); `predictions`: what
+    `_model_predictions` already returned for these rows (a streamed partition computes them once)."""
     q_logged = q_pi = quality = None
     auto = any(s.name == selection.AUTO for s in specs)
-    no_model = _auto_model_note(logs, q_hat, config) if auto else None
-    if any(s.needs_model for s in specs) or (auto and no_model is None):
+    no_model = _auto_model_note(logs, q_hat, config) if auto and fitted is None else None
+    if predictions is not None:
+        q_logged, q_pi, quality = predictions
+    elif any(s.needs_model for s in specs) or (auto and no_model is None):
         step(f"reward model for {metric}")
-        q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config, progress=step, metric=metric)
+        q_logged, q_pi, quality = _model_predictions(logs, policies, reward, q_hat, config, progress=step,
+                                                     metric=metric, fitted=fitted)
     step(f"estimating {metric}")
     if isinstance(reward_range, str):
         reward_range = _reward_range(metric, reward, config)

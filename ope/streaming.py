@@ -8,6 +8,12 @@ them in partition order, so a sequential run and a Dask run add the same numbers
 
 Passes over the partitions (each partition is loaded once per pass):
 
+0. (DM and DR without predictions for a metric) the reward model's sample: every partition returns its
+   decisions whose seeded hash falls below the sampling fraction (`reward_model.sample_rows`: at most
+   about DEFAULT_SAMPLE_ROWS rows in all), the client gathers them and cross-fits one
+   `SampledRewardModel` per metric (folds by another seeded hash of the decision id), which travels to
+   the partitions with the task: each predicts its own rows (`evaluate._model_predictions`' branch for
+   a fitted model), in passes 1 and 2 alike.
 1. counts, means and co-moment matrices of every metric's distinct term columns (`inference.Moments`,
    merged with Chan, Golub & LeVeque's pairwise formula), weight sums per policy, per-action policy
    probability (the unlogged mass needs the GLOBAL set of logged actions), reward summaries, coarse
@@ -20,8 +26,12 @@ Passes over the partitions (each partition is loaded once per pass):
 What is exact: values, standard errors, every normal, robust, Bernstein and bootstrap interval end,
 p-values, paired and relative differences, diagnostics and the data summary (quantiles included)
 equal the in-memory path's up to the order of floating-point additions (1e-12 relative in the tests).
-Estimators whose terms need the whole sample (auto, mips, pm-ips, model=constant, a fitted reward
-model) and session-level evaluation are refused with an InputError saying what to do instead.
+With a reward model fitted on the sample, all of that holds given the model: the estimators' algebra,
+the folds (no row is predicted by a model that trained on it) and DR's unbiasedness given the model
+are exact, and the result does not depend on the partitioning; approximate is only the model, which
+saw a sample (DM is not the in-memory DM, DR's variance may be a little larger).
+Estimators whose terms need the whole sample (auto, mips, pm-ips, model=constant) and session-level
+evaluation are refused with an InputError saying what to do instead.
 """
 from __future__ import annotations
 
@@ -92,14 +102,21 @@ def check_streamable(config: EvaluationConfig) -> list:
     return specs
 
 
-def _needs_q_hat(metric: str, specs, logs, q_hat) -> None:
-    """Streaming fits no reward model: DM and DR read q-hat files or the compact q_hat column."""
+def _lacks_q_hat(metric: str, logs, q_hat) -> bool:
+    """Whether this metric has no predictions (a q-hat file or the compact q_hat column): DM and DR
+    then read the reward model fitted on the sample."""
+    return q_hat is None and "q_hat" not in logs.extra
+
+
+def _needs_q_hat(metric: str, specs, logs, q_hat, fitted) -> None:
+    """A partition without predictions for a metric whose model was not fitted (the partitions
+    disagree on whether predictions were given: the sampling pass saw them elsewhere)."""
     modelled = [s.identifier for s in specs if s.needs_model]
-    if modelled and q_hat is None and "q_hat" not in logs.extra:
-        raise InputError(Problem("--q-hat", f"{', '.join(modelled)} need reward-model predictions for {metric}, "
-                                 "and a streamed evaluation fits no reward model",
-                                 fix=f"give --q-hat {metric}=PATH (or the logs' q_hat and qpi_NAME columns), or "
-                                     f"{_FIX}"))
+    if modelled and fitted is None and _lacks_q_hat(metric, logs, q_hat):
+        raise InputError(Problem(logs.source, f"has no reward-model predictions for {metric}, which other "
+                                 f"partitions have ({', '.join(modelled)} need them)",
+                                 fix=f"give --q-hat {metric}=PATH for every decision (or the logs' q_hat "
+                                     "column in every file), or none, to fit the reward model on a sample"))
 
 
 # --- exact quantiles -----------------------------------------------------------------------------
@@ -322,9 +339,10 @@ class _Rows:
     clipped: dict
 
 
-def _rows(inputs, rewards, config: EvaluationConfig, specs, ranges: dict) -> _Rows:
+def _rows(inputs, rewards, config: EvaluationConfig, specs, ranges: dict, models: dict) -> _Rows:
     """The per-row terms of one partition, by the in-memory path's own functions. `ranges`: metric ->
-    the reward range to use ("data": this partition's own rule, a first guess that pass 1 checks)."""
+    the reward range to use ("data": this partition's own rule, a first guess that pass 1 checks);
+    `models`: metric -> the SampledRewardModel that predicts the metric's rows (no q-hat given)."""
     logs, q_hat = inputs.logs, dict(getattr(inputs, "q_hat", None) or {})
     policies = dict(inputs.policies)
     check_request(policies, rewards, config)
@@ -335,20 +353,25 @@ def _rows(inputs, rewards, config: EvaluationConfig, specs, ranges: dict) -> _Ro
     for spec in rewards:
         metric = spec.name
         reward = reward_arrays[metric]
-        _needs_q_hat(metric, specs, logs, q_hat.get(metric))
         wanted = ranges.get(metric, "data")
         if wanted == "data":
             wanted = (float(min(config.reward_ranges[metric])), float(max(config.reward_ranges[metric]))) \
                 if metric in config.reward_ranges else _reward_range(metric, reward, config)
         used[metric], clipped[metric] = wanted, False
-        if wanted is not None and any(s.needs_model for s in specs):
-            q_logged, q_pi, _ = _model_predictions(logs, all_policies, reward, q_hat.get(metric), config)
-            clipped[metric] = any(bool(np.any((q < wanted[0]) | (q > wanted[1])))
-                                  for q in [q_logged, *q_pi.values()] if q is not None)
+        predictions = None
+        if any(s.needs_model for s in specs):
+            # once per partition and pass: given predictions, or the sampled model's (evaluate's own branch)
+            _needs_q_hat(metric, specs, logs, q_hat.get(metric), models.get(metric))
+            predictions = _model_predictions(logs, all_policies, reward, q_hat.get(metric), config,
+                                             fitted=models.get(metric))
+            if wanted is not None:
+                q_logged, q_pi, _ = predictions
+                clipped[metric] = any(bool(np.any((q < wanted[0]) | (q > wanted[1])))
+                                      for q in [q_logged, *q_pi.values()] if q is not None)
         warnings[metric] = []
         terms[metric], _, _ = _metric_terms(metric, reward, logs, all_policies, weights, {}, specs,
                                                q_hat.get(metric), config, lambda _msg: None, warnings[metric],
-                                               reward_range=wanted)
+                                               reward_range=wanted, predictions=predictions)
     return _Rows(logs, all_policies, weights, reward_arrays, terms, warnings, used, clipped)
 
 
@@ -406,9 +429,10 @@ def _action_totals(logs, policy) -> tuple[np.ndarray, np.ndarray]:
     return values[keep], totals[keep]
 
 
-def _pass1(partition, *, load, rewards, config: EvaluationConfig, specs, ranges: dict) -> _Pass1 | None:
+def _pass1(partition, *, load, rewards, config: EvaluationConfig, specs, ranges: dict,
+           models: dict) -> _Pass1 | None:
     inputs = load(partition)
-    rows = _rows(inputs, rewards, config, specs, ranges)
+    rows = _rows(inputs, rewards, config, specs, ranges, models)
     logs = rows.logs
     if logs.n == 0:
         return None
@@ -494,9 +518,9 @@ class _Pass2:
                       {m: a.merge(o.reward_candidates[m]) for m, a in self.reward_candidates.items()})
 
 
-def _pass2(item, *, load, rewards, config: EvaluationConfig, specs, plan: _Plan2) -> _Pass2 | None:
+def _pass2(item, *, load, rewards, config: EvaluationConfig, specs, plan: _Plan2, models: dict) -> _Pass2 | None:
     index, partition = item
-    rows = _rows(load(partition), rewards, config, specs, plan.ranges)
+    rows = _rows(load(partition), rewards, config, specs, plan.ranges, models)
     logs = rows.logs
     if logs.n == 0:
         return None
@@ -566,6 +590,7 @@ class StreamEngine(IntervalEngine):
         self.__dict__["covariance"] = inference.InfluenceCovariance.from_moments(
             _values(self.layout, part.moments), self.layout, part.moments)
         self.bounds = bounds                    # (policy, estimator) -> Terms.bounds
+        self.reward_model = None                # the SampledRewardModel of DM/DR (no q-hat given)
         self._shapes: dict = {}
         self._ranges: dict = {}
         self.replicates = None
@@ -645,12 +670,142 @@ def _global_reward_range(metric: str, part: _RewardPart, cfg: EvaluationConfig):
     return (0.0, 1.0) if part.binary else None
 
 
+# --- the reward model: fitted once on a sample of decisions -------------------------------------
+
+#: how the sample and the folds are drawn (the document's data.engine.reward_model.folds)
+FOLDS = "seeded hash of decision_id"
+
+
+@dataclass
+class _SamplePart:
+    """One partition's share of the reward model's sample: its rows, the metrics it has no predictions
+    for, and its sampled rows (whole decisions) as a LoggedData of their own (reward_model.gather_sample)."""
+
+    n: int
+    lacking: tuple
+    piece: object | None
+
+
+def _lacking(inputs, rewards) -> tuple:
+    q_hat = dict(getattr(inputs, "q_hat", None) or {})
+    return tuple(spec.name for spec in rewards if _lacks_q_hat(spec.name, inputs.logs, q_hat.get(spec.name)))
+
+
+def _count(partition, *, load, rewards) -> _SamplePart:
+    """A partition's rows and the metrics it has no predictions for (no sample)."""
+    inputs = load(partition)
+    return _SamplePart(inputs.logs.n, _lacking(inputs, rewards), None)
+
+
+def _sample_part(partition, *, load, rewards, fraction: float, seed: int) -> _SamplePart:
+    """The sampling pass on one partition: `reward_model.sample_rows` (decision d is drawn when a seeded
+    hash of its id falls below `fraction`: the same decisions whatever the partitioning)."""
+    from .reward_model import gather_sample, sample_rows
+    inputs = load(partition)
+    logs, lacking = inputs.logs, _lacking(inputs, rewards)
+    piece = None
+    if lacking and logs.n:
+        rows = sample_rows(logs, fraction, seed)
+        if len(rows):
+            piece = gather_sample([(logs, rows)])
+    return _SamplePart(logs.n, lacking, piece)
+
+
+def _sample_share(sample) -> tuple[float | None, int | None]:
+    """(fraction, None) for a share of decisions in (0, 1], (None, rows) for a number of log rows to aim at."""
+    if sample is None:
+        from .reward_model import DEFAULT_SAMPLE_ROWS
+        return None, DEFAULT_SAMPLE_ROWS
+    if isinstance(sample, (bool, np.bool_)):
+        raise TypeError(f"sample={sample!r}: give a share of decisions in (0, 1] or a number of rows")
+    if isinstance(sample, (int, np.integer)):
+        if sample < 1:
+            raise InputError(Problem("sample", f"{sample} rows: the reward model's sample needs at least 1 row"))
+        return None, int(sample)
+    fraction = float(sample)
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(Problem("sample", f"{fraction} is not a share of decisions in (0, 1]"))
+    return fraction, None
+
+
+def _fit_models(partitions: list, execute, load, rewards, config: EvaluationConfig, specs, sample,
+                n_rows: int | None, step, lacking: Sequence[str] | None = None) -> tuple[dict, dict | None, int]:
+    """The sampling pass and the fit: (metric -> SampledRewardModel, the engine's reward_model entry,
+    the passes it read every partition). Fits nothing when every metric has predictions or no estimator
+    needs a model. `lacking`: the metrics without predictions, when the caller knows (else the first
+    partition tells; the sampling pass checks every partition)."""
+    modelled = [s.identifier for s in specs if s.needs_model]
+    if not modelled or not partitions:
+        return {}, None, 0
+    from . import reward_model as rm
+    fraction, rows = _sample_share(sample)
+    passes = 0
+    if lacking is None:
+        lacking = execute(functools.partial(_count, load=load, rewards=rewards), partitions[:1])[0].lacking
+    lacking = tuple(spec.name for spec in rewards if spec.name in set(lacking))
+    if not lacking:
+        return {}, None, 0
+    if fraction is None:
+        if n_rows is None:  # a number of rows out of an unknown total: count them
+            step(f"counting the rows of {len(partitions)} partitions for the reward model's sample")
+            n_rows = sum(p.n for p in execute(functools.partial(_count, load=load, rewards=rewards), partitions))
+            passes = 1
+        fraction = rm.sample_fraction(n_rows, rows)
+    step(f"sampling pass over {len(partitions)} partitions ({fraction:.3g} of the decisions) for the reward model")
+    parts = execute(functools.partial(_sample_part, load=load, rewards=rewards, fraction=fraction, seed=config.seed),
+                    partitions)
+    passes += 1
+    if any(p.lacking != lacking for p in parts):
+        raise InputError(Problem("--q-hat", "some partitions have reward-model predictions and others do not",
+                                 fix="give predictions for every decision (a --q-hat file per metric, or the logs' "
+                                     "q_hat column in every file), or none, to fit the reward model on a sample"))
+    pieces = [p.piece for p in parts if p.piece is not None]
+    if not pieces:
+        raise InputError(Problem("logs", "have no rows" if not any(p.n for p in parts) else
+                                 "gave the reward model an empty sample", fix="give logs with at least one row"))
+    sample_logs = rm.gather_sample([(piece, np.arange(piece.n)) for piece in pieces])
+    if sample_logs.n_context_columns == 0:
+        raise InputError(Problem("logs", f"have no context columns for the reward model that {', '.join(modelled)} "
+                                 "need", fix="add x_* columns, pass --context, or give --q-hat"))
+    from livegate.datasets.errors import raise_if_any
+    from livegate.datasets.validation import check_cross_fitting
+    n_decisions = int(len(sample_logs.decision_ids))
+    raise_if_any(check_cross_fitting(n_decisions, config.n_folds, "the reward model's sample", modelled))
+    by_name = {spec.name: spec for spec in rewards}
+    models = {}
+    for metric in lacking:
+        step(f"fitting the reward model for {metric} on {sample_logs.n:,} sampled rows")
+        models[metric] = rm.fit_sampled_reward_model(
+            sample_logs, sample_logs.reward(by_name[metric]), n_folds=config.n_folds, seed=config.seed,
+            model=config.reward_model, progress=rm.counted_progress(step, f"for {metric}"))
+    info = {"sampled": True, "sample_rows": int(sample_logs.n), "sample_decisions": n_decisions,
+            "fraction": float(fraction), "n_folds": int(config.n_folds), "folds": FOLDS, "metrics": list(lacking)}
+    return models, info, passes
+
+
+def model_warning(info: dict) -> str:
+    """The result's warning about a reward model fitted on a sample (what is exact, what approximate)."""
+    whole = info["fraction"] >= 1
+    sample = f"every decision ({info['sample_rows']:,} log rows)" if whole else \
+        f"a sample of {info['sample_rows']:,} log rows ({info['sample_decisions']:,} decisions, " \
+        f"{info['fraction']:.3g} of them, drawn by a {FOLDS})"
+    return (f"The reward model of {', '.join(info['metrics'])} was fitted once on {sample}, then applied to every "
+            f"partition: each row is predicted by the model of its fold ({info['n_folds']} folds by a {FOLDS}), "
+            "which never trained on it. Exact: the estimators' algebra over every row, the folds, and "
+            "DR's unbiasedness given the model. Approximate: "
+            + ("the model's folds are not the in-memory fit's, so DM is not equal to the in-memory DM (DR is "
+               "unbiased with either model)." if whole else
+               "the model saw a sample, so DM is not equal to the in-memory DM, and DR's variance may be a little "
+               "larger."))
+
+
 # --- the whole evaluation ------------------------------------------------------------------------
 
 def evaluate_stream(partitions: Sequence, load: Callable[[object], object], rewards, config: EvaluationConfig,
                     *, execute: Callable | None = None,
                     extra_contrasts: Callable[[EvaluationResult], list] | None = None,
-                    progress: Callable[[str], None] | None = None) -> EvaluationResult:
+                    progress: Callable[[str], None] | None = None, sample: float | int | None = None,
+                    n_rows: int | None = None, model_metrics: Sequence[str] | None = None) -> EvaluationResult:
     """`ope.evaluate` over partitions of whole decisions, in bounded memory (see the module).
 
     partitions: picklable items; `load(partition)` returns an object with `.logs` (LoggedData),
@@ -661,8 +816,17 @@ def evaluate_stream(partitions: Sequence, load: Callable[[object], object], rewa
     whose values are final (its intervals provisional, normal), returns (metric, keys, coefs) triples
     (or (keys, coefs) pairs, for every metric) whose robust tail shapes and Bernstein observed ranges
     pass 2 must compute too (the gate's relative criteria). Returns the in-memory path's
-    EvaluationResult, with data["engine"] = {"mode", "partitions", "passes"}; `engines` are
-    `StreamEngine`s (the IntervalEngine interface)."""
+    EvaluationResult, with data["engine"] = {"mode", "partitions", "passes", "reward_model"}; `engines`
+    are `StreamEngine`s (the IntervalEngine interface; `.reward_model` the metric's fitted model).
+
+    DM and DR without predictions for a metric (no q-hat, no compact q_hat column): a sampling pass
+    draws whole decisions by a seeded hash of their ids, the client fits one cross-fitted
+    `SampledRewardModel` per metric on them (config.n_folds, config.seed, config.reward_model) and the
+    partitions predict their own rows with it (docs/streaming.md: what is exact, what approximate).
+    `sample`: a share of decisions in (0, 1], or a number of log rows to aim at (default
+    reward_model.DEFAULT_SAMPLE_ROWS) out of `n_rows` (the logs' rows; unknown: a pass counts them).
+    `model_metrics`: the metrics without predictions, when the caller knows them (api: from the request;
+    None: the first partition is read to tell)."""
     specs = check_streamable(config)
     step = progress or (lambda _msg: None)
     execute = execute or _local_map
@@ -670,7 +834,9 @@ def evaluate_stream(partitions: Sequence, load: Callable[[object], object], rewa
     partitions = list(partitions)
     if not rewards:
         raise InputError(Problem("--reward", "no reward given", fix="e.g. --reward watch_seconds"))
-    common = dict(load=load, rewards=rewards, config=config, specs=specs)
+    models, sampling, sampled = _fit_models(partitions, execute, load, rewards, config, specs, sample, n_rows, step,
+                                            model_metrics)
+    common = dict(load=load, rewards=rewards, config=config, specs=specs, models=models)
 
     step(f"pass 1 over {len(partitions)} partitions")
     parts, ranges, redone = _first_pass(partitions, execute, common, config)
@@ -680,6 +846,8 @@ def evaluate_stream(partitions: Sequence, load: Callable[[object], object], rewa
     engines = {metric: StreamEngine(part, config, ranges[metric],
                                     _term_bounds(specs, part.flat, ranges[metric], config, config.alpha))
                for metric, part in merged.metrics.items()}
+    for metric, engine in engines.items():
+        engine.reward_model = models.get(metric)
     contrasts = {m: standard_contrasts(e.flat, config.baseline) for m, e in engines.items()}
     if config.ci == "bernstein":  # the reported contrasts' observed ranges came with pass 1
         for metric, engine in engines.items():
@@ -705,7 +873,9 @@ def evaluate_stream(partitions: Sequence, load: Callable[[object], object], rewa
             engine.replicates = inference.replicates_from_sums(second.boot[metric], engine.layout)
     result = _assemble(merged, engines, config, rewards, second, plan)
     result.data["engine"] = {"mode": getattr(execute, "mode", "streaming"), "partitions": len(partitions),
-                             "passes": 2 + redone}
+                             "passes": 2 + redone + sampled, "reward_model": sampling}
+    if sampling is not None:
+        result.warnings = list(dict.fromkeys([*result.warnings, model_warning(sampling)]))
     return result
 
 
@@ -798,8 +968,10 @@ def _assemble(merged: _Pass1, engines: dict, config: EvaluationConfig, rewards, 
     for metric, by_policy in results.items():
         for name, result in by_policy.items():
             diag = dict(diagnostics.get(name, {"warnings": []}))
-            diag["reward_model"] = None  # streaming reads q-hat; it fits no model
-            diag["warnings"] = diag["warnings"] + reward_model_warning(None)
+            model = getattr(engines[metric], "reward_model", None)
+            quality = None if model is None else model.quality  # the sample's out-of-fold quality
+            diag["reward_model"] = quality
+            diag["warnings"] = diag["warnings"] + reward_model_warning(quality)
             result.diagnostics = diag
     summary = {}
     for metric, part in merged.rewards.items():

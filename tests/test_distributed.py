@@ -405,3 +405,21 @@ def test_long_format_policies_on_dask_equal_the_in_memory_result(dask_local, sim
     plan = on_dask["data"]["engine"]["plan"]
     assert plan["strategy"] == ("buckets" if shuffled else "sorted-ranges") and plan["partitions"] > 1
     _assert_same_document(_in_memory_view(memory), _without_engine(on_dask))
+
+
+def test_dr_with_a_sampled_reward_model_on_dask_equals_the_streamed_result(dask_local, sim_files, small_partitions,
+                                                                           tmp_path):
+    """DR without predictions: the reward model is cross-fitted once on the client from the partitions'
+    sampled decisions (here every decision: the logs are small) and sent to the workers, which predict their
+    own rows: the document equals the single-machine streamed one exactly (but the execution fields)."""
+    logs = tmp_path / "logs.parquet"
+    pq.write_table(pq.read_table(sim_files.logs), logs, row_group_size=500)
+    policies = {name: str(path) for name, path in list(sim_files.policies.items())[:2]}
+    options = dict(rewards=["watch_seconds", "click"], estimators=["ips", "dm", "dr"], max_memory=small_partitions)
+    streamed = evaluate(str(logs), policies, **options).to_dict()
+    on_dask = evaluate(str(logs), policies, **options, scheduler=dask_local.address).to_dict()
+    assert on_dask["data"]["engine"]["mode"] == "dask" and on_dask["data"]["engine"]["partitions"] > 1
+    model = on_dask["data"]["engine"]["reward_model"]
+    assert model == streamed["data"]["engine"]["reward_model"]
+    assert model["sampled"] and model["sample_rows"] == sim_files.simulation.config.n_rows and model["fraction"] == 1.0
+    assert _without_engine(on_dask) == _without_engine(streamed)

@@ -2,6 +2,7 @@
 number (1e-12 relative), for every streamable estimator and interval method, whatever the partitioning."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -224,7 +225,9 @@ def test_unstreamable_estimators_are_refused(data, estimators, level, match):
     assert "in memory" in str(info.value)
 
 
-def test_a_reward_model_to_fit_is_refused(data):
+def test_a_reward_model_without_context_columns_is_refused(data):
+    """Without predictions DM/DR fit the reward model on a sample; with no context columns to fit it on,
+    the stream refuses as the in-memory path does."""
     inputs = api.load_inputs(data.logs, data.policies, list(METRICS), context=[])
 
     def load(bounds):
@@ -232,8 +235,9 @@ def test_a_reward_model_to_fit_is_refused(data):
         part.q_hat.clear()
         return part
 
-    with pytest.raises(InputError, match="q-hat"):
+    with pytest.raises(InputError, match="no context columns") as info:
         evaluate_stream(_partitions(data, 2), load, inputs.rewards, EvaluationConfig(estimators=("ips", "dr")))
+    assert "--q-hat" in str(info.value)
 
 
 def test_a_partition_whose_rewards_look_binary_is_recomputed_with_the_whole_logs_range(data):
@@ -310,3 +314,149 @@ def test_tasks_and_their_results_survive_pickling(data):
     config = EvaluationConfig(estimators=("ips", "snips", "dr"), ci="bootstrap", n_boot=200)
     memory, stream = _both(data, config, 3, execute=_through_pickle)
     _same_documents(*_documents(memory, stream))
+
+
+# --- DM/DR with a reward model fitted once on a sample of decisions (no q-hat) -------------------
+
+MODELLED = ("dm", "dr", "sndr", "switch-dr:tau=20", "dr-os:lambda=50")
+
+
+@pytest.fixture(scope="module")
+def sim_ctx():
+    """Logs with context (x_*) and stream features (a_*), two candidates in long format, no predictions."""
+    return simulate(SimulationConfig(n_rounds=1200, n_streams=120, seed=8, n_positions=2))
+
+
+@dataclass(frozen=True)
+class _LoadContext:
+    """Decision-id ranges of the simulator's frames, with their context columns and no q-hat."""
+
+    logs: object
+    policies: dict
+    metrics: tuple = METRICS
+
+    def __call__(self, bounds):
+        low, high = bounds
+        pick = lambda f: f[(f["decision_id"] >= low) & (f["decision_id"] < high)]  # noqa: E731
+        return api.load_inputs(pick(self.logs), {n: pick(p) for n, p in self.policies.items()}, list(self.metrics))
+
+
+def _context_parts(logs, k: int) -> list[tuple[int, int]]:
+    return _partitions(_Data(logs=logs, policies={}, q_hat={}), k)
+
+
+def _stream_with_model(sim, config, k: int, metrics=METRICS, **kwargs):
+    load = _LoadContext(sim.logs, {n: sim.policies[n] for n in POLICIES}, tuple(metrics))
+    inputs = api.load_inputs(sim.logs, load.policies, list(metrics))
+    return inputs, evaluate_stream(_context_parts(sim.logs, k), load, inputs.rewards, config, **kwargs)
+
+
+def test_streamed_model_with_every_decision_sampled_is_the_in_memory_evaluation_with_that_model(sim_ctx):
+    """The identity: with every decision in the sample, the streamed DM/DR family equals the in-memory
+    evaluation that predicts with the same SampledRewardModel (evaluate's shared branch), to 1e-12:
+    the partitions' predictions, the clipping into the reward range, the terms and every interval."""
+    config = EvaluationConfig(estimators=("ips", *MODELLED), ci="robust", seed=4)
+    inputs, stream = _stream_with_model(sim_ctx, config, 3, sample=1.0)
+    models = {m: stream.engines[m].reward_model for m in METRICS}
+    assert all(model.quality["sample_rows"] == inputs.logs.n for model in models.values())
+    memory = evaluate(inputs.logs, inputs.policies, inputs.rewards, config, reward_models=models)
+    memory.warnings = list(dict.fromkeys([*inputs.logs.warnings, *memory.warnings]))
+    a, b = _documents(memory, stream)
+    note = b["warnings"].pop()
+    assert note.startswith("The reward model of click, watch_seconds was fitted once on every decision")
+    assert a["policies"]["better"]["diagnostics"]["reward_model"]["sampled"] is True
+    _same_documents(a, b)
+
+
+def test_the_sampled_model_and_the_result_do_not_depend_on_the_partitioning(sim_ctx):
+    config = EvaluationConfig(estimators=("ips", "dm", "dr"), ci="normal", seed=2)
+    runs = {k: _stream_with_model(sim_ctx, config, k, metrics=("watch_seconds",), sample=0.5) for k in (1, 3, 7)}
+    inputs, first = runs[1]
+    predictions = first.engines["watch_seconds"].reward_model.predict_partition(inputs.logs, inputs.policies)
+    a = json.loads(json.dumps(first.to_dict()))
+    assert a["data"].pop("engine")["partitions"] == 1
+    for k in (3, 7):
+        _, other = runs[k]
+        q_logged, q_pi = other.engines["watch_seconds"].reward_model.predict_partition(inputs.logs, inputs.policies)
+        np.testing.assert_array_equal(q_logged, predictions[0])  # the same model, to the bit
+        for name in POLICIES:
+            np.testing.assert_array_equal(q_pi[name], predictions[1][name])
+        b = json.loads(json.dumps(other.to_dict()))
+        engine = b["data"].pop("engine")
+        assert engine["partitions"] == k and engine["reward_model"]["sample_rows"] == \
+            first.data["engine"]["reward_model"]["sample_rows"]
+        _same_documents(a, b)
+
+
+def test_streamed_dr_with_a_model_on_half_the_decisions_is_within_4_standard_errors_of_the_truth():
+    """On the simulator's logs (known policy values, livegate.datasets.simulator), DR with a reward model
+    cross-fitted on a sample of half the decisions; one fixed seed (a 4-standard-error tolerance)."""
+    sim = simulate(SimulationConfig(n_rounds=4000, n_streams=150, seed=21))
+    config = EvaluationConfig(estimators=("dr",), ci="normal", seed=3)
+    _, stream = _stream_with_model(sim, config, 4, metrics=("watch_seconds",), sample=0.5)
+    assert 0.45 < stream.data["engine"]["reward_model"]["sample_decisions"] / sim.config.n_rounds < 0.55
+    for name in ("logging", "better"):
+        estimate = stream.estimate(name, "dr")
+        truth = sim.truth["policies"][name]["watch_seconds"]
+        assert abs(estimate["value"] - truth) < 4 * estimate["se"], (name, estimate, truth)
+
+
+def test_the_engine_block_records_the_sample(sim_ctx):
+    from livegate.ope.reward_model import sample_decisions
+    config = EvaluationConfig(estimators=("ips", "dr"), ci="normal", seed=6, n_folds=4)
+    inputs, stream = _stream_with_model(sim_ctx, config, 3, metrics=("click",), sample=0.5)
+    ids = sim_ctx.logs["decision_id"].to_numpy()
+    drawn = sample_decisions(ids, 0.5, seed=6)
+    engine = stream.data["engine"]
+    assert engine["passes"] == 3  # sampling, 1, 2
+    assert engine["reward_model"] == {"sampled": True, "sample_rows": int(drawn.sum()),
+                                      "sample_decisions": len(np.unique(ids[drawn])), "fraction": 0.5, "n_folds": 4,
+                                      "folds": "seeded hash of decision_id", "metrics": ["click"]}
+    quality = stream.to_dict()["policies"]["better"]["diagnostics"]["reward_model"]
+    assert quality["sampled"] is True and quality["sample_rows"] == int(drawn.sum()) and quality["n_folds"] == 4
+    assert any(w.startswith("The reward model of click was fitted once on a sample of") and "0.5 of them" in w
+               for w in stream.warnings)
+    # a number of rows to aim at, out of an unknown total: a pass counts the rows first
+    _, small = _stream_with_model(sim_ctx, config, 2, metrics=("click",), sample=900)
+    assert small.data["engine"]["passes"] == 4
+    assert small.data["engine"]["reward_model"]["fraction"] == 900 / len(ids)
+
+
+def test_with_predictions_given_no_model_is_fitted(data):
+    _, with_q_hat = _both(data, EvaluationConfig(estimators=("ips", "dr")), 2)
+    assert with_q_hat.data["engine"]["reward_model"] is None and with_q_hat.data["engine"]["passes"] == 2
+    assert with_q_hat.to_dict()["policies"]["better"]["diagnostics"]["reward_model"] is None
+
+
+def test_the_sampled_model_travels_pickled(sim_ctx):
+    config = EvaluationConfig(estimators=("dr",), ci="normal")
+    _, local = _stream_with_model(sim_ctx, config, 3, metrics=("click",), sample=0.5)
+    _, pickled = _stream_with_model(sim_ctx, config, 3, metrics=("click",), sample=0.5, execute=_through_pickle)
+    assert local.to_dict() == pickled.to_dict()
+
+
+def test_api_streams_a_users_reward_model_and_says_what_dm_dr_need(sim_ctx, tmp_path):
+    """api.evaluate with --max-memory: a user's scikit-learn model is cross-fitted on the sample; logs without
+    decision ids are refused with a clear message; a model that cannot pickle is refused for Dask."""
+    from sklearn.linear_model import Ridge
+    logs = tmp_path / "logs.parquet"
+    frame = sim_ctx.logs[[c for c in sim_ctx.logs.columns if not c.startswith("a_")]]
+    frame.to_parquet(logs, row_group_size=600)
+    options = dict(rewards=["watch_seconds"], estimators=["ips", "dr"], max_memory="16MiB")
+    result = api.evaluate(str(logs), {}, reward_model=Ridge(), **options)
+    quality = result.to_dict()["policies"]["logging"]["diagnostics"]["reward_model"]
+    assert quality["sampled"] is True and "Ridge" in str(quality.get("model"))
+    assert result.data["engine"]["reward_model"]["sample_rows"] == len(frame)
+    no_ids = tmp_path / "no_ids.parquet"
+    frame.drop(columns=["decision_id"]).to_parquet(no_ids)
+    with pytest.raises(InputError, match="has no decision_id column: a streamed evaluation fits the reward model"):
+        api.evaluate(str(no_ids), {}, **options)
+    with pytest.raises(InputError, match="reward_model: cannot be pickled"):
+        api.evaluate(str(logs), {}, reward_model=_Unpicklable(), scheduler="tcp://127.0.0.1:9", **options)
+
+
+class _Unpicklable:
+    """A model that pickle refuses (a lambda attribute)."""
+
+    def __init__(self):
+        self.predict = lambda x: x
