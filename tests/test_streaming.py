@@ -447,6 +447,10 @@ def test_api_streams_a_users_reward_model_and_says_what_dm_dr_need(sim_ctx, tmp_
     quality = result.to_dict()["policies"]["logging"]["diagnostics"]["reward_model"]
     assert quality["sampled"] is True and "Ridge" in str(quality.get("model"))
     assert result.data["engine"]["reward_model"]["sample_rows"] == len(frame)
+    # the partitions' memory estimate counts the model's feature rows and predictions per (row, stream) pair
+    ips_only = api.evaluate(str(logs), {}, **{**options, "estimators": ["ips"]})
+    assert result.data["engine"]["plan"]["bytes_per_row_estimate"] > \
+        ips_only.data["engine"]["plan"]["bytes_per_row_estimate"] + 400
     no_ids = tmp_path / "no_ids.parquet"
     frame.drop(columns=["decision_id"]).to_parquet(no_ids)
     with pytest.raises(InputError, match="has no decision_id column: a streamed evaluation fits the reward model"):
