@@ -181,6 +181,8 @@ def decide(evaluation: EvaluationResult, cfg: GateConfig, causal: dict | None = 
         n, ess = _gated_ess(diag, cfg)
         entry = {"name": cand.name, "decision": None,
                  "diagnostics": {"ok": not failures, "failures": failures, "ess": ess, "n": n,
+                                 "ess_label": "drl ESS" if ess is diag.get("marginal_ess") else "ESS",
+                                 "unit": "sessions" if cfg.level == "session" else "rows",
                                  "ess_share": ess / n if n else None, "min_ess_required": _required_ess(n, cfg),
                                  "unsupported_mass": diag["unsupported_mass"],
                                  "unsupported_mass_upper": diag["unsupported_mass_upper"],

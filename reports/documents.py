@@ -325,6 +325,7 @@ def gate_candidates(gate: dict) -> list[dict]:
             "inconclusive": by_decision["inconclusive"],
             "ok": diagnostics.get("ok"), "failures": [str(f) for f in as_list(diagnostics.get("failures"))],
             "ess": ess, "n": n, "ess_share": share, "min_ess": settings.get("min_ess"),
+            "ess_label": fmt.text(diagnostics.get("ess_label") or "ESS"), "unit": fmt.text(diagnostics.get("unit") or "rows"),
             "min_ess_required": diagnostics.get("min_ess_required"),
             "unsupported_bound": bound, "unsupported_bound_label": GATE_UNSUPPORTED_LABEL,
             "unsupported_estimate": diagnostics.get("unsupported_mass", evaluated.get("unsupported_mass")),

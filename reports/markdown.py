@@ -65,7 +65,7 @@ def _gate(entry: Entry) -> list[str]:
                            f"estimate {fmt.pct(c['unsupported_estimate'])}")
         else:
             unsupported = f"unsupported mass estimate {fmt.pct(c['unsupported_estimate'])}"
-        ess = f"ESS {fmt.num(c['ess'])}" + (f" of {fmt.num(c['n'])}" if c["n"] is not None else "")
+        ess = f"{c['ess_label']} {fmt.num(c['ess'])}" + (f" of {fmt.num(c['n'])}" if c["n"] is not None else "")
         lines.append(f"- {_ICONS.get(c['decision'], '')} **{escape(c['name'])}**: {escape(c['decision'])}; {outcome}; "
                      f"{ess}; {unsupported}")
     lines.append("")

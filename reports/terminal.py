@@ -172,7 +172,8 @@ def gate_summary(doc: dict) -> str:
         diag = cand["diagnostics"]
         rows = f" of {fmt.num(diag['n'])}" if diag.get("n") is not None else ""
         lines.append(_wrap(f"    diagnostics {'MISS' if diag.get('ok') is False else 'meet'} thresholds: "
-                           f"ESS {fmt.num(round(diag['ess']) if fmt.as_number(diag.get('ess')) is not None else None)}"
+                           f"{diag.get('ess_label') or 'ESS'} "
+                           f"{fmt.num(round(diag['ess']) if fmt.as_number(diag.get('ess')) is not None else None)}"
                            f"{rows}; {unsupported}"))
         for f in cand["diagnostics"]["failures"]:
             lines.append(_wrap(f"    diagnostics: {f}"))

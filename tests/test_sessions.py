@@ -711,6 +711,8 @@ def test_the_demos_session_gate_follows_the_session_view_not_the_per_decision_on
     verdicts = {c["name"]: c for c in doc["candidates"]}
     assert verdicts["longterm"]["decision"] == "pass" and verdicts["myopic"]["decision"] != "pass"
     assert all(c["diagnostics"]["ok"] for c in verdicts.values())  # drl's marginal weights clear the floor
+    assert all(c["diagnostics"]["ess_label"] == "drl ESS" and c["diagnostics"]["unit"] == "sessions"
+               for c in verdicts.values())
     truth = json.loads((tmp_path / "sessions" / "truth.json").read_text())["logged_starts"]
     for name, c in verdicts.items():
         crit = c["criteria"][0]
