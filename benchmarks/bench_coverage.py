@@ -160,7 +160,7 @@ def studentised_bootstrap(terms, coefs, n_boot: int, seed: int, alpha: float) ->
     delta-method standard error from resampled sums and sums of products of the terms' distinct
     arrays (a ratio renormalised in every resample)."""
     n = terms[0].n
-    columns, layout = inference._distinct_columns(terms)
+    columns, layout = inference.distinct_columns(terms)
     k = len(columns) + 1
     matrix = np.column_stack([*columns, np.ones(n)])
     upper = np.triu_indices(k)

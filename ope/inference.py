@@ -97,7 +97,7 @@ class InfluenceCovariance:
     intervals and the tail-shape finalisation are the same code for both."""
 
     def __init__(self, terms: Sequence[Terms]):
-        columns, layout = _distinct_columns(terms)
+        columns, layout = distinct_columns(terms)
         n = terms[0].n if terms else 0
         mean, cov_columns = _column_moments(columns, n) if n >= 2 else (None, None)
         self._finish([t.value() for t in terms], layout, n, mean, cov_columns)
@@ -107,7 +107,7 @@ class InfluenceCovariance:
     @classmethod
     def from_moments(cls, values: Sequence[float], layout: Sequence[tuple[int | None, ...]],
                      moments: "Moments") -> "InfluenceCovariance":
-        """From the estimators' values, the layout of their distinct columns (`_distinct_columns`) and
+        """From the estimators' values, the layout of their distinct columns (`distinct_columns`) and
         the columns' merged `Moments`: no per-row array (`tail_shape` then needs `tail_sums` of the
         rows, reduced by the caller, and `TailShape.from_sums`)."""
         self = cls.__new__(cls)
@@ -262,7 +262,7 @@ class Moments:
         return self.m2 / (self.n - 1)
 
 
-def _distinct_columns(terms: Sequence[Terms]) -> tuple[list[np.ndarray], list[tuple[int | None, ...]]]:
+def distinct_columns(terms: Sequence[Terms]) -> tuple[list[np.ndarray], list[tuple[int | None, ...]]]:
     """The distinct per-row arrays of `terms` (by identity: estimators share their inputs) and, for
     each term, the column of its weighted, direct and norm arrays (None when absent)."""
     columns: list[np.ndarray] = []
@@ -700,7 +700,7 @@ def bootstrap_replicates(terms: Sequence[Terms], n_boot: int, seed: int, keys: n
     None: each row its own unit, keyed by its row number. The counts come from `keyed_poisson_counts`,
     so a streamed evaluation over partitions draws the very same resamples."""
     n = terms[0].n
-    columns, layout = _distinct_columns(terms)
+    columns, layout = distinct_columns(terms)
     if keys is None:
         keys = bootstrap_keys(np.arange(n, dtype=np.int64))
     return replicates_from_sums(bootstrap_sums(columns, keys, n_boot, seed, chunk), layout)

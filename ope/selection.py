@@ -46,7 +46,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .estimators import EstimatorSpec, RowInputs, Terms, parse_estimator
-from .inference import Interval, single_threaded_blas, z_quantile
+from .inference import Interval, distinct_columns, single_threaded_blas, z_quantile
 
 AUTO = "auto"
 #: the rule `auto` applies (ope/selection.py; benchmarks/README_obd.md compares the two)
@@ -144,23 +144,6 @@ def _block_inputs(x: RowInputs, rows: slice) -> RowInputs:
                      alpha=x.alpha, unit_weight=x.unit_weight, q_constant=cut(x.q_constant))
 
 
-def _layout(terms: Sequence[Terms]) -> tuple[list[np.ndarray], list[tuple[int | None, int | None, int | None]]]:
-    """The distinct arrays of `terms` (estimators share their inputs: one column each) and, per term,
-    the columns of its weighted, direct and norm arrays."""
-    columns: list[np.ndarray] = []
-    seen: dict[int, int] = {}
-
-    def column(a):
-        if a is None:
-            return None
-        if id(a) not in seen:
-            seen[id(a)] = len(columns)
-            columns.append(a)
-        return seen[id(a)]
-
-    return columns, [(column(t.weighted), column(t.direct), column(t.norm)) for t in terms]
-
-
 def family_moments(groups: Sequence[tuple[RowInputs, Sequence[EstimatorSpec]]]) -> tuple[np.ndarray, np.ndarray, int]:
     """(values, per-row covariance of the influence functions, n) of every (inputs, estimator) in
     `groups`, in order, from sums and a Gram matrix accumulated over blocks of rows: a family of twenty
@@ -172,7 +155,7 @@ def family_moments(groups: Sequence[tuple[RowInputs, Sequence[EstimatorSpec]]]) 
         for start in range(0, max(n, 1), _BLOCK):
             rows = slice(start, min(n, start + _BLOCK))
             terms = [spec.terms(block) for x, specs in groups for block in [_block_inputs(x, rows)] for spec in specs]
-            columns, layout = _layout(terms)
+            columns, layout = distinct_columns(terms)
             if layout0 is None:
                 layout0 = layout
                 # shifted by the first block's means: no catastrophic cancellation when a mean dwarfs the spread

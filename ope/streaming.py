@@ -455,7 +455,7 @@ def _pass1(partition, *, load, rewards, config: EvaluationConfig, specs, ranges:
             bool(np.all((r == 0) | (r == 1))), int(np.count_nonzero((r < low) | (r > high))),
             _Counts.of_bins(r))
         flat, ts = _flat(rows.terms[metric])
-        columns, layout = inference._distinct_columns(ts)
+        columns, layout = inference.distinct_columns(ts)
         vectors = [_row_vector(flat, layout, len(columns), k, c)
                    for k, c in standard_contrasts(flat, config.baseline)] if config.ci == "bernstein" else []
         metric_parts[metric] = _MetricPart(flat, layout, inference.Moments.of(columns), _row_ranges(columns, vectors),
@@ -528,7 +528,7 @@ def _pass2(item, *, load, rewards, config: EvaluationConfig, specs, plan: _Plan2
     keys = bootstrap_keys(logs, plan.offsets[index]) if plan.bootstrap else None
     for metric, terms in rows.terms.items():
         _, ts = _flat(terms)
-        columns, _ = inference._distinct_columns(ts)
+        columns, _ = inference.distinct_columns(ts)
         tails[metric] = np.array([inference.tail_sums(columns, plan.means[metric], a)
                                   for a in plan.tails.get(metric, [])]).reshape(-1, 6)
         ranges[metric] = _row_ranges(columns, plan.row_vectors.get(metric, []))
@@ -1017,7 +1017,7 @@ def _windows(second: _Pass2, plan: _Plan2, engines: dict, cfg: EvaluationConfig)
 
 
 def _local_layout(layout: tuple) -> tuple:
-    """One estimator's (weighted, direct, norm) columns numbered as `_distinct_columns([terms.subset(mask)])`
+    """One estimator's (weighted, direct, norm) columns numbered as `distinct_columns([terms.subset(mask)])`
     numbers them: in that order, each present role its own column (a subset copies every array)."""
     out, k = [], 0
     for column in layout:
